@@ -1,0 +1,61 @@
+"""Roost: durable objects for Python.
+
+Layers, each using only the public interface of the one below::
+
+    server / cli  ->  runtime (kernel: activations, gates, eviction)  ->  storage
+                      stubs -> router (local now, remote later)
+
+The public API is re-exported here; modules whose names start with ``_`` and
+names not listed in ``__all__`` are internal.
+"""
+
+from .errors import (
+    CommitFailed,
+    InvalidObjectId,
+    ObjectOverloaded,
+    ObjectReset,
+    RemoteError,
+    RoostError,
+    RpcMethodNotFound,
+    RuntimeClosed,
+    SqlNotEnabled,
+    StorageError,
+    StorageLimitExceeded,
+    UnknownNamespace,
+)
+from .http import Request, Response
+from .ids import ObjectId
+from .object import DurableObject, ObjectState
+from .runtime import Env, Namespace, Runtime, RuntimeStatistics, Stub
+from .storage import Storage, StorageLimits, Transaction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CommitFailed",
+    "DurableObject",
+    "Env",
+    "InvalidObjectId",
+    "Namespace",
+    "ObjectId",
+    "ObjectOverloaded",
+    "ObjectReset",
+    "ObjectState",
+    "RemoteError",
+    "Request",
+    "Response",
+    "RoostError",
+    "RpcMethodNotFound",
+    "Runtime",
+    "RuntimeClosed",
+    "RuntimeStatistics",
+    "SqlNotEnabled",
+    "Storage",
+    "StorageError",
+    "StorageLimitExceeded",
+    "StorageLimits",
+    "Stub",
+    "Transaction",
+    "UnknownNamespace",
+    "__version__",
+]

@@ -1,0 +1,161 @@
+"""The value codec: what may be stored, and what may cross a stub.
+
+Values are encoded as CBOR (RFC 8949), a safe, language-neutral format, behind
+one format-version byte.  Accepted types, and how they come back:
+
+============================  =============================================
+``None``, ``bool``            themselves
+``int`` (any size)            ``int`` (bignums use CBOR tags 2/3)
+``float``                     ``float``
+``str``, ``bytes``            themselves
+``list``, ``tuple``           ``list``, ``tuple`` (tuple: tag 38000)
+``dict``                      ``dict`` (keys may be any accepted hashable)
+``set``                       ``set`` (tag 258)
+``datetime``                  aware: tag 0, same instant with a fixed offset;
+                              naive: tag 38001, the same naive value
+``Decimal``                   ``Decimal`` (tag 4)
+``UUID``                      ``UUID`` (tag 37)
+============================  =============================================
+
+Anything else (class instances, ``frozenset``, ``bytearray``, ``date``, ``complex``,
+functions, ...) is refused with a ``TypeError`` naming the type.  Nothing is
+ever pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+from uuid import UUID
+
+import cbor2
+
+__all__ = ["FORMAT_VERSION", "copy_value", "decode", "encode", "is_immutable_scalar"]
+
+FORMAT_VERSION: Final = 1
+_PREFIX: Final = bytes([FORMAT_VERSION])
+_TUPLE_TAG: Final = 38000
+_NAIVE_DATETIME_TAG: Final = 38001
+
+#: Types whose instances cannot be mutated, so they may be shared instead of copied.
+_IMMUTABLE_SCALARS: Final = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def is_immutable_scalar(value: object) -> bool:
+    """True when ``value`` can be handed across a stub without copying."""
+    return type(value) in _IMMUTABLE_SCALARS
+
+
+def _refuse(_encoder: Any, value: Any) -> None:
+    raise TypeError(
+        f"cannot store or send a value of type {type(value).__qualname__!r}: Roost accepts "
+        "None, bool, int, float, str, bytes, list, tuple, dict, set, datetime, Decimal, "
+        "UUID and nestings of these"
+    )
+
+
+_MAJOR_TAG: Final = 6
+
+
+def _encode_tuple(encoder: Any, value: tuple[Any, ...]) -> None:
+    encoder.encode_length(_MAJOR_TAG, _TUPLE_TAG)
+    encoder.encode(list(value))
+
+
+def _encode_datetime(encoder: Any, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        encoder.encode_length(_MAJOR_TAG, _NAIVE_DATETIME_TAG)
+        encoder.encode(value.isoformat())
+    else:
+        encoder.encode_datetime(value)
+
+
+def _native(name: str) -> Callable[[Any, Any], None]:
+    def encode_native(encoder: Any, value: Any) -> None:
+        getattr(encoder, name)(value)
+
+    return encode_native
+
+
+# cbor2 knows more types than Roost accepts (dates, fractions, regexes, IP
+# addresses, ...).  Naming every accepted type and refusing the rest through
+# `default` keeps the accepted set exactly the documented one.
+_refused_natives: tuple[type, ...] = ()
+try:  # pragma: no branch - the names below exist in every supported cbor2
+    import datetime as _dt
+    import fractions
+    import ipaddress
+    import re
+    from email.message import Message
+
+    _refused_natives = (
+        frozenset,
+        bytearray,
+        memoryview,
+        complex,
+        _dt.date,
+        fractions.Fraction,
+        re.Pattern,
+        Message,
+        ipaddress.IPv4Address,
+        ipaddress.IPv6Address,
+        ipaddress.IPv4Network,
+        ipaddress.IPv6Network,
+        ipaddress.IPv4Interface,
+        ipaddress.IPv6Interface,
+        type(cbor2.undefined),
+        cbor2.CBORTag,
+        cbor2.CBORSimpleValue,
+    )
+except ImportError:  # pragma: no cover
+    pass
+
+_ENCODERS: Final[dict[type, Callable[[Any, Any], None]]] = {
+    **{t: _refuse for t in _refused_natives},
+    tuple: _encode_tuple,
+    datetime: _encode_datetime,
+    Decimal: _native("encode_decimal"),
+    UUID: _native("encode_uuid"),
+}
+
+
+def _tag_hook(*args: Any) -> Any:
+    # cbor2 5.x passes (decoder, tag); 6.x passes (tag, immutable).
+    tag = args[0] if isinstance(args[0], cbor2.CBORTag) else args[1]
+    if tag.tag == _TUPLE_TAG:
+        return tuple(tag.value)
+    if tag.tag == _NAIVE_DATETIME_TAG:
+        return datetime.fromisoformat(tag.value)
+    raise ValueError(f"unknown CBOR tag {tag.tag} in a stored value")
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value``; raise ``TypeError`` naming the first unsupported type."""
+    try:
+        return _PREFIX + cbor2.dumps(value, encoders=_ENCODERS, default=_refuse)
+    except cbor2.CBOREncodeError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, TypeError):
+            raise TypeError(str(cause)) from None
+        if isinstance(cause, RecursionError) or "cyclic" in str(exc) or "recursion" in str(exc):
+            raise ValueError("cannot store a value that contains itself") from None
+        raise TypeError(f"cannot encode value: {exc}") from None
+    except RecursionError:
+        raise ValueError("cannot store a value nested this deeply or containing itself") from None
+
+
+def decode(data: bytes) -> Any:
+    """Decode bytes made by :func:`encode`."""
+    if not data or data[0] != FORMAT_VERSION:
+        version = data[0] if data else None
+        raise ValueError(f"unsupported stored value format version {version!r}")
+    return cbor2.loads(data[1:], tag_hook=_tag_hook)
+
+
+def copy_value(value: Any) -> Any:
+    """Return a deep copy of ``value`` as it would arrive across a stub."""
+    if type(value) in _IMMUTABLE_SCALARS:
+        return value
+    return decode(encode(value))

@@ -1,0 +1,190 @@
+"""Roost's exceptions: one root, leaves named after the condition.
+
+Every exception Roost raises derives from :class:`RoostError`.  Where the meaning
+matches, a leaf also derives from the standard exception a Python developer would
+catch (``ValueError``, ``TypeError``, ``LookupError``)::
+
+    RoostError
+    ├── InvalidObjectId (ValueError)        malformed ID, or an ID of another namespace
+    ├── UnknownNamespace (LookupError,      env.NAME with no such binding
+    │                     AttributeError)
+    ├── RpcMethodNotFound (AttributeError)  stub.method that is not a public async method
+    ├── StorageError
+    │   ├── StorageLimitExceeded (ValueError)   key or value over the configured limit
+    │   ├── SqlNotEnabled                        storage.sql on a class without sql=True
+    │   └── CommitFailed                         a batch could not be made durable
+    ├── ObjectReset                          the instance was dropped (failed commit,
+    │                                        ctx.abort()); its held outputs fail
+    ├── ObjectOverloaded                     the object's queue is full; retry later
+    ├── RuntimeClosed                        the runtime is shut down
+    └── RemoteError                          mixed into every exception re-raised at a
+                                             caller from an object's own code
+
+Every Roost exception carries the three flags of Cloudflare's Durable Object errors:
+
+``remote``
+    True when the error was raised by the object's code (not by Roost itself).
+``retryable``
+    True when the failure was transient and the call may be retried (if idempotent).
+``overloaded``
+    True when the object refused the call because too many calls were queued.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+from typing import Any
+
+__all__ = [
+    "CommitFailed",
+    "InvalidObjectId",
+    "ObjectOverloaded",
+    "ObjectReset",
+    "RemoteError",
+    "RoostError",
+    "RpcMethodNotFound",
+    "RuntimeClosed",
+    "SqlNotEnabled",
+    "StorageError",
+    "StorageLimitExceeded",
+    "UnknownNamespace",
+]
+
+
+class RoostError(Exception):
+    """Root of every exception Roost raises."""
+
+    remote: bool = False
+    retryable: bool = False
+    overloaded: bool = False
+
+
+class InvalidObjectId(RoostError, ValueError):
+    """An object ID string is malformed or belongs to another namespace."""
+
+
+class UnknownNamespace(RoostError, LookupError, AttributeError):
+    """No namespace is bound under the requested name."""
+
+
+class RpcMethodNotFound(RoostError, AttributeError):
+    """The stub was asked for a method the object does not expose over RPC."""
+
+
+class StorageError(RoostError):
+    """A storage operation failed."""
+
+
+class StorageLimitExceeded(StorageError, ValueError):
+    """A key or value exceeds the configured storage limits; nothing was written."""
+
+
+class SqlNotEnabled(StorageError):
+    """``storage.sql`` was used on a class declared without ``sql=True``."""
+
+
+class CommitFailed(StorageError):
+    """A batch of writes could not be made durable; the object was reset."""
+
+    retryable = True
+
+
+class ObjectReset(RoostError):
+    """The object's instance was dropped while this call depended on it.
+
+    Raised for calls whose results were held by the output gate when a commit
+    failed, and for events of an instance that called ``ctx.abort()``.
+    """
+
+    retryable = True
+
+
+class ObjectOverloaded(RoostError):
+    """The object's event queue is full; the call was refused at once."""
+
+    overloaded = True
+
+
+class RuntimeClosed(RoostError):
+    """The runtime has been closed and accepts no more events."""
+
+
+class RemoteError(RoostError):
+    """Base mixed into every error re-raised at a caller from an object's code.
+
+    The re-raised exception keeps the original type's name and message; when that
+    type is a built-in exception, or an exception class already imported in this
+    process, it is also an instance of that type (``except ValueError`` works).
+    """
+
+    remote = True
+    #: Name of the original exception type, e.g. ``"ValueError"``.
+    type_name: str = "Exception"
+    #: Module of the original exception type, e.g. ``"builtins"``.
+    type_module: str = "builtins"
+    #: The traceback as formatted where the error was raised.
+    remote_traceback: str = ""
+
+
+_remote_classes: dict[tuple[str, str], type[RemoteError]] = {}
+
+
+def _resolve_exception_class(module: str, name: str) -> type[BaseException] | None:
+    # Only classes already loaded in this process: data from a remote peer must
+    # never make us import a module.
+    holder: Any = builtins if module == "builtins" else sys.modules.get(module)
+    if holder is None:
+        return None
+    cls: Any = holder
+    for part in name.split("."):
+        cls = getattr(cls, part, None)
+        if cls is None:
+            return None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls
+    return None
+
+
+def remote_error_class(module: str, name: str) -> type[RemoteError]:
+    """Return the class used to re-raise an object's ``module.name`` exception."""
+    key = (module, name)
+    cls = _remote_classes.get(key)
+    if cls is not None:
+        return cls
+    original = _resolve_exception_class(module, name)
+    short = name.rsplit(".", 1)[-1]
+    attrs = {"type_name": short, "type_module": module, "__module__": module}
+    bases: tuple[type, ...] = (RemoteError,)
+    if original is not None and not issubclass(original, RoostError):
+        bases = (original, RemoteError)
+    elif original is not None:
+        bases = (original,) if issubclass(original, RemoteError) else (original, RemoteError)
+    try:
+        cls = type(short, bases, attrs)
+    except TypeError:  # incompatible layouts: keep the name, lose the isinstance
+        cls = type(short, (RemoteError,), attrs)
+    _remote_classes[key] = cls
+    return cls
+
+
+def make_remote_error(
+    module: str,
+    name: str,
+    args: tuple[Any, ...],
+    *,
+    retryable: bool = False,
+    overloaded: bool = False,
+) -> RemoteError:
+    """Build the caller-side exception for an error raised inside an object.
+
+    ``args`` are the original exception's arguments (or its message alone when
+    they could not cross by value), so ``str(exc)`` reads as it did in the object.
+    """
+    cls = remote_error_class(module, name)
+    exc = cls.__new__(cls)
+    BaseException.__init__(exc, *args)
+    exc.remote = True
+    exc.retryable = retryable
+    exc.overloaded = overloaded
+    return exc

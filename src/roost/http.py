@@ -1,0 +1,171 @@
+"""HTTP into objects: ``Request`` and ``Response`` are Starlette's.
+
+Why Starlette's classes and not a copy of the Fetch API: the front code users
+write is Starlette or FastAPI, so the request a route receives can be handed to
+``stub.fetch`` as it is, and the ``Response`` an object returns can be returned
+by the route as it is.  To cross a stub by value (and later a network), a
+request travels as :class:`RequestMessage` (method, URL, headers, body) and a
+response as :class:`ResponseMessage` (status, headers, body); each side rebuilds
+the Starlette object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import starlette.requests
+import starlette.responses
+from starlette.types import Message
+
+__all__ = ["Request", "RequestMessage", "Response", "ResponseMessage"]
+
+_Headers = list[tuple[bytes, bytes]]
+
+
+class Request(starlette.requests.Request):
+    """A Starlette ``Request``, with a constructor for requests made in code.
+
+    ``Request.build("https://host/path?q=1", method="POST", body=b"...")``
+    """
+
+    @classmethod
+    def build(
+        cls,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str = b"",
+    ) -> Request:
+        """Make a request from a URL (a bare path gets ``http://object``)."""
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        return RequestMessage(method, url, encode_headers(headers), raw).to_request()
+
+
+class Response(starlette.responses.Response):
+    """A Starlette ``Response`` as returned by ``stub.fetch``, with readers for its body."""
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return bytes(self.body).decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(bytes(self.body))
+
+    @property
+    def status(self) -> int:
+        """The status code (the Fetch API's name for ``status_code``)."""
+        return self.status_code
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx status."""
+        return 200 <= self.status_code < 300
+
+
+def encode_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> _Headers:
+    if headers is None:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+
+
+@dataclass(slots=True)
+class RequestMessage:
+    """A request by value: what crosses a stub for ``fetch``."""
+
+    method: str
+    url: str
+    headers: _Headers = field(default_factory=list)
+    body: bytes = b""
+    client: tuple[str, int] | None = None
+
+    @classmethod
+    async def from_request(cls, request: starlette.requests.Request) -> RequestMessage:
+        body = await request.body()
+        client = (request.client.host, request.client.port) if request.client else None
+        return cls(request.method, str(request.url), list(request.headers.raw), body, client)
+
+    def to_scope(self) -> dict[str, Any]:
+        url = (
+            self.url
+            if "://" in self.url
+            else "http://object" + (self.url if self.url.startswith("/") else "/" + self.url)
+        )
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+        headers = list(self.headers)
+        if not any(k == b"host" for k, _ in headers):
+            headers.insert(0, (b"host", parts.netloc.encode("latin-1")))
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": self.method.upper(),
+            "scheme": parts.scheme,
+            "path": parts.path or "/",
+            "raw_path": (parts.path or "/").encode("latin-1"),
+            "query_string": parts.query.encode("latin-1"),
+            "root_path": "",
+            "headers": headers,
+            "server": (parts.hostname or "object", port),
+            "client": self.client,
+        }
+
+    def to_request(self) -> Request:
+        body = self.body
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return Request(self.to_scope(), receive)
+
+
+@dataclass(slots=True)
+class ResponseMessage:
+    """A response by value: what crosses a stub back from ``fetch``."""
+
+    status: int
+    headers: _Headers
+    body: bytes
+
+    @classmethod
+    async def from_response(cls, response: starlette.responses.Response) -> ResponseMessage:
+        if not isinstance(response, starlette.responses.Response):
+            raise TypeError(
+                f"fetch() must return a starlette/roost Response, not {type(response).__name__}"
+            )
+        headers = list(response.raw_headers)
+        if isinstance(response, starlette.responses.StreamingResponse):
+            chunks: list[bytes] = []
+            async for chunk in response.body_iterator:
+                chunks.append(
+                    chunk.encode(response.charset) if isinstance(chunk, str) else bytes(chunk)
+                )
+            body = b"".join(chunks)
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+        else:
+            body = bytes(response.body)
+        return cls(response.status_code, headers, body)
+
+    def to_response(self) -> Response:
+        response = Response.__new__(Response)
+        response.status_code = self.status
+        response.body = self.body
+        response.raw_headers = list(self.headers)
+        response.background = None
+        return response

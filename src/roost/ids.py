@@ -1,0 +1,116 @@
+"""Object IDs: 256 bits, written as 64 lowercase hex characters.
+
+An ID is 24 bytes of identity followed by an 8-byte check derived from the
+namespace, so an ID made in one namespace is recognised as foreign by another
+(``id_from_string`` refuses it) and IDs of different namespaces never collide.
+Names are hashed together with the namespace, so ``id_from_name`` is
+deterministic, and random IDs carry 192 random bits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from .errors import InvalidObjectId
+
+__all__ = ["ObjectId", "IdFactory"]
+
+_BODY_BYTES = 24
+_CHECK_BYTES = 8
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+
+class ObjectId:
+    """The identity of one durable object within a namespace.
+
+    ``str(object_id)`` gives the 64-hex form that ``id_from_string`` accepts.
+    ``name`` is the name an ID was derived from with ``id_from_name``, else None.
+    """
+
+    __slots__ = ("_hex", "_namespace", "_name")
+
+    def __init__(self, hex_id: str, namespace: str, name: str | None = None) -> None:
+        self._hex = hex_id
+        self._namespace = namespace
+        self._name = name
+
+    @property
+    def hex(self) -> str:
+        """The 64-character lowercase hex form."""
+        return self._hex
+
+    @property
+    def namespace(self) -> str:
+        """The binding name of the namespace this ID belongs to."""
+        return self._namespace
+
+    @property
+    def name(self) -> str | None:
+        """The name this ID was made from, when it came from ``id_from_name``."""
+        return self._name
+
+    def __str__(self) -> str:
+        return self._hex
+
+    def __repr__(self) -> str:
+        label = f" name={self._name!r}" if self._name is not None else ""
+        return f"<ObjectId {self._namespace}:{self._hex[:12]}…{label}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ObjectId):
+            return NotImplemented
+        return self._hex == other._hex and self._namespace == other._namespace
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+
+class IdFactory:
+    """Makes and checks the IDs of one namespace."""
+
+    __slots__ = ("_namespace", "_key")
+
+    def __init__(self, namespace: str, *, secret: bytes = b"") -> None:
+        self._namespace = namespace
+        self._key = hashlib.sha256(
+            b"roost-namespace\0" + secret + b"\0" + namespace.encode()
+        ).digest()
+
+    def _check(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()[:_CHECK_BYTES]
+
+    def _make(self, body: bytes, name: str | None) -> ObjectId:
+        return ObjectId((body + self._check(body)).hex(), self._namespace, name)
+
+    def from_name(self, name: str) -> ObjectId:
+        if not isinstance(name, str):
+            raise TypeError(f"object names are str, not {type(name).__name__}")
+        body = hashlib.sha256(self._key + b"name\0" + name.encode()).digest()[:_BODY_BYTES]
+        return self._make(body, name)
+
+    def unique(self) -> ObjectId:
+        return self._make(secrets.token_bytes(_BODY_BYTES), None)
+
+    def from_string(self, text: str) -> ObjectId:
+        if not isinstance(text, str):
+            raise InvalidObjectId(f"an object ID is a str, not {type(text).__name__}")
+        if not _HEX_ID.fullmatch(text):
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise InvalidObjectId(
+                f"invalid object ID {shown!r}: expected 64 lowercase hex characters"
+            )
+        raw = bytes.fromhex(text)
+        if not hmac.compare_digest(raw[_BODY_BYTES:], self._check(raw[:_BODY_BYTES])):
+            raise InvalidObjectId(
+                f"object ID {text[:12]}… does not belong to namespace {self._namespace!r}"
+            )
+        return ObjectId(text, self._namespace, None)
+
+    def owns(self, object_id: ObjectId) -> bool:
+        return object_id.namespace == self._namespace and hmac.compare_digest(
+            bytes.fromhex(object_id.hex)[_BODY_BYTES:],
+            self._check(bytes.fromhex(object_id.hex)[:_BODY_BYTES]),
+        )

@@ -1,0 +1,111 @@
+"""The class users subclass, and the ``ctx`` it is given."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+
+if TYPE_CHECKING:
+    from .ids import ObjectId
+    from .runtime.activation import Activation
+    from .runtime.namespace import Env
+    from .storage.kv import Storage
+
+__all__ = ["DurableObject", "ObjectState"]
+
+T = TypeVar("T")
+
+#: Methods the runtime calls itself; a stub never reaches them as RPC.
+HANDLER_NAMES: Final = frozenset(
+    {"fetch", "alarm", "websocket_message", "websocket_close", "websocket_error"}
+)
+
+
+class ObjectState:
+    """``self.ctx``: what the runtime gives one live instance of an object."""
+
+    __slots__ = ("_activation",)
+
+    def __init__(self, activation: Activation) -> None:
+        self._activation = activation
+
+    @property
+    def id(self) -> ObjectId:
+        """This object's ID."""
+        return self._activation.object_id
+
+    @property
+    def storage(self) -> Storage:
+        """This object's private, durable storage."""
+        return self._activation.storage
+
+    def block_concurrency_while(
+        self, fn: Callable[[], Awaitable[T]] | Coroutine[Any, Any, T]
+    ) -> Awaitable[T]:
+        """Run ``fn`` while no other event may start; return an awaitable of its result.
+
+        Usable in ``__init__`` (without awaiting) to load state before the first
+        event.  If ``fn`` raises, the object is reset.
+        """
+        return self._activation.block_concurrency_while(fn)
+
+    def wait_until(self, work: Awaitable[Any]) -> None:
+        """Keep the object alive until ``work`` finishes, after the event returns."""
+        self._activation.wait_until(work)
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Reset the object now: drop this instance and fail its held outputs.
+
+        Raises :class:`~roost.ObjectReset` in the calling code.
+        """
+        self._activation.abort(reason)
+
+
+class DurableObject:
+    """Base class of durable objects.
+
+    Subclass it and write ``async def`` methods; every public one is callable
+    through a stub.  ``self.ctx`` (an :class:`ObjectState`) and ``self.env`` (the
+    app's bindings) are set before ``__init__`` runs, so a subclass may define
+    ``__init__(self, ctx, env)`` (calling ``super().__init__(ctx, env)`` or not)
+    or no ``__init__`` at all.
+
+    Declare ``class Notes(roost.DurableObject, sql=True)`` for the SQL API.
+    """
+
+    #: True for classes declared with ``sql=True``.
+    sql_enabled: ClassVar[bool] = False
+
+    ctx: ObjectState
+    env: Env
+
+    def __init_subclass__(cls, *, sql: bool | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if sql is not None:
+            cls.sql_enabled = bool(sql)
+
+    def __init__(self, ctx: ObjectState, env: Env) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+_rpc_cache: dict[tuple[type, str], bool] = {}
+
+
+def is_rpc_method(cls: type[DurableObject], name: str) -> bool:
+    """True when stubs may call ``name`` on instances of ``cls``."""
+    key = (cls, name)
+    known = _rpc_cache.get(key)
+    if known is None:
+        attr = inspect.getattr_static(cls, name, None)
+        if isinstance(attr, (staticmethod, classmethod)):
+            attr = attr.__func__
+        known = (
+            not name.startswith("_")
+            and name not in HANDLER_NAMES
+            and not hasattr(DurableObject, name)
+            and inspect.iscoroutinefunction(attr)
+        )
+        _rpc_cache[key] = known
+    return known

@@ -1,0 +1,24 @@
+"""The kernel: activation table, per-object event path and gates, eviction.
+
+Everything else in Roost (server, CLI, later the cluster) uses this package
+through :class:`Runtime`, :class:`Namespace` and :class:`Stub` only.
+"""
+
+from .clock import Clock, ManualClock, SystemClock
+from .namespace import Env, Namespace
+from .router import LocalRouter, Router
+from .runtime import Runtime, RuntimeStatistics
+from .stubs import Stub
+
+__all__ = [
+    "Clock",
+    "Env",
+    "LocalRouter",
+    "ManualClock",
+    "Namespace",
+    "Router",
+    "Runtime",
+    "RuntimeStatistics",
+    "Stub",
+    "SystemClock",
+]

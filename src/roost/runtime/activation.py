@@ -1,0 +1,269 @@
+"""One live instance of one object, and the path every event takes into it.
+
+An event (RPC call, fetch, alarm, WebSocket message) goes:
+
+1. **admission**: refused at once with :class:`~roost.ObjectOverloaded` when the
+   object already has ``max_queue`` events waiting or running (rule 8);
+2. **input gate**: waits while the gate is closed (rule 2);
+3. **run**: the handler runs in the caller's task; storage calls never suspend,
+   so it interleaves with other events only at outside awaits;
+4. **output gate**: the result (already copied by value) waits until every write
+   made before it is durable (rule 4); the object meanwhile serves the next event.
+
+A failed commit *resets* the activation: the instance is dropped, its storage
+refuses further use, waiting events move to a fresh activation, and results
+held by the output gate fail (rules 3-4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ObjectOverloaded, ObjectReset
+from ..ids import ObjectId
+from ..object import DurableObject, ObjectState
+from ..storage.kv import Storage
+from .gates import InputGate
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["Activation", "ObjectRaised", "current_activation"]
+
+T = TypeVar("T")
+log = logging.getLogger("roost.runtime")
+
+#: The activation whose event is running in the current task, if any.
+current_activation: contextvars.ContextVar[Activation | None] = contextvars.ContextVar(
+    "roost_current_activation", default=None
+)
+
+
+class ObjectRaised(Exception):
+    """Carries an exception raised by an object's own code to the router."""
+
+    def __init__(self, error: BaseException, namespace: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.namespace = namespace
+
+
+class _Moved(Exception):
+    """The activation was reset before this event started: deliver it elsewhere."""
+
+
+class Activation:
+    __slots__ = (
+        "runtime",
+        "namespace",
+        "cls",
+        "object_id",
+        "key",
+        "storage",
+        "ctx",
+        "gate",
+        "instance",
+        "events",
+        "pending_outputs",
+        "background",
+        "last_used",
+        "broken",
+        "held_sockets",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, runtime: Runtime, namespace: str, cls: type[DurableObject], object_id: ObjectId
+    ) -> None:
+        loop = runtime.loop
+        self.runtime = runtime
+        self.namespace = namespace
+        self.cls = cls
+        self.object_id = object_id
+        self.key = (namespace, object_id.hex)
+        self.storage = Storage(
+            runtime.engine.open_object(namespace, object_id.hex),
+            limits=runtime.limits,
+            loop=loop,
+            on_failure=self._storage_failed,
+        )
+        self.ctx = ObjectState(self)
+        self.gate = InputGate(loop)
+        self.instance: DurableObject | None = None
+        self.events = 0
+        self.pending_outputs = 0
+        self.background: set[asyncio.Future[Any]] = set()
+        self.last_used = runtime.clock.monotonic()
+        self.broken: BaseException | None = None
+        self.held_sockets = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def construct(self) -> None:
+        cls = self.cls
+        instance = cls.__new__(cls)
+        instance.ctx = self.ctx
+        instance.env = self.runtime.env
+        if _init_takes_args(cls):
+            instance.__init__(self.ctx, self.runtime.env)  # type: ignore[misc]
+        else:
+            instance.__init__()  # type: ignore[misc]
+        self.instance = instance
+
+    @property
+    def idle(self) -> bool:
+        """True when eviction would lose nothing and interrupt nothing (rule 7)."""
+        return (
+            self.events == 0
+            and self.pending_outputs == 0
+            and not self.background
+            and not self.held_sockets
+            and self.gate.is_open
+            and not self.storage.has_pending_writes
+        )
+
+    def reset(self, reason: BaseException) -> None:
+        """Drop the instance; its storage refuses use; held outputs fail."""
+        if self.broken is not None:
+            return
+        self.broken = reason
+        self.storage.close(reason)
+        self.instance = None
+        self.runtime.forget(self)
+        self.gate.wake_all()
+        for task in list(self.background):
+            task.cancel()
+
+    def _storage_failed(self, error: BaseException) -> None:
+        log.error(
+            "commit failed for %s %s; resetting it: %s", self.namespace, self.object_id, error
+        )
+        self.reset(error)
+
+    def abort(self, reason: str) -> None:
+        error = ObjectReset(f"object aborted: {reason}")
+        self.reset(error)
+        raise error
+
+    # -- the event path ----------------------------------------------------------
+
+    async def run_event(self, handler: Callable[[DurableObject], Awaitable[T]]) -> T:
+        """Deliver one event; raise :class:`_Moved` if it must go to a new activation."""
+        if self.events >= self.runtime.max_queue:
+            raise ObjectOverloaded(
+                f"{self.namespace} object {self.object_id.hex[:12]}… is overloaded: "
+                f"{self.events} events already queued or running (max_queue="
+                f"{self.runtime.max_queue})"
+            )
+        self.events += 1
+        failure: Exception | None = None
+        try:
+            if not self.gate.is_open:
+                await self.gate.wait()
+            if self.broken is not None or self.instance is None:
+                raise _Moved
+            self.last_used = self.runtime.clock.monotonic()
+            token = current_activation.set(self)
+            try:
+                result = await handler(self.instance)
+            except Exception as exc:
+                failure = exc
+            finally:
+                current_activation.reset(token)
+        finally:
+            self.events -= 1
+        await self._release()
+        if failure is not None:
+            raise ObjectRaised(failure, self.namespace) from None
+        return result
+
+    async def _release(self) -> None:
+        """The output gate: wait until every write made so far is durable."""
+        barrier = self.storage.output_barrier()
+        if barrier is not None:
+            self.pending_outputs += 1
+            try:
+                await asyncio.shield(barrier)
+            finally:
+                self.pending_outputs -= 1
+                self.last_used = self.runtime.clock.monotonic()
+        if self.broken is not None:
+            if isinstance(self.broken, ObjectReset):
+                raise self.broken
+            raise ObjectReset(f"object was reset before its output was released: {self.broken}")
+
+    # -- ctx services --------------------------------------------------------------
+
+    def block_concurrency_while(
+        self, fn: Callable[[], Awaitable[T]] | Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T]:
+        work = fn if inspect.isawaitable(fn) else fn()
+        self.gate.close()
+
+        async def blocked() -> T:
+            try:
+                return await work
+            except BaseException as exc:
+                if not isinstance(exc, asyncio.CancelledError):
+                    self.reset(ObjectReset(f"block_concurrency_while callback failed: {exc!r}"))
+                raise
+            finally:
+                self.gate.open()
+
+        token = current_activation.set(self)
+        try:
+            task = self.runtime.loop.create_task(blocked())
+        finally:
+            current_activation.reset(token)
+        self._track(task)
+        return task
+
+    def wait_until(self, work: Awaitable[Any]) -> None:
+        token = current_activation.set(self)
+        try:
+            task = asyncio.ensure_future(work, loop=self.runtime.loop)
+        finally:
+            current_activation.reset(token)
+        self._track(task)
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self.background.add(task)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            self.background.discard(finished)
+            self.last_used = self.runtime.clock.monotonic()
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error(
+                    "background work of %s %s failed",
+                    self.namespace,
+                    self.object_id,
+                    exc_info=finished.exception(),
+                )
+
+        task.add_done_callback(done)
+
+
+_init_arity: dict[type, bool] = {}
+
+
+def _init_takes_args(cls: type) -> bool:
+    known = _init_arity.get(cls)
+    if known is None:
+        init = cls.__init__  # type: ignore[misc]
+        try:
+            params = list(inspect.signature(init).parameters.values())[1:]
+        except (TypeError, ValueError):
+            known = True
+        else:
+            known = (
+                bool(params)
+                and not all(p.kind is p.KEYWORD_ONLY or p.default is not p.empty for p in params)
+                or any(p.kind is p.VAR_POSITIONAL for p in params)
+            )
+        _init_arity[cls] = known
+    return known

@@ -1,0 +1,329 @@
+"""The runtime: the activation table of one process, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .. import codec
+from ..errors import RpcMethodNotFound, RuntimeClosed
+from ..http import RequestMessage, ResponseMessage
+from ..ids import ObjectId
+from ..object import DurableObject, is_rpc_method
+from ..storage.engine import Durability, StorageEngine
+from ..storage.kv import StorageLimits
+from ..storage.memory import MemoryEngine
+from ..storage.sqlite import SqliteEngine
+from .activation import Activation, ObjectRaised, _Moved
+from .clock import Clock, SystemClock
+from .namespace import Env, Namespace
+from .router import LocalRouter, Router
+
+__all__ = ["Runtime", "RuntimeStatistics"]
+
+T = TypeVar("T")
+log = logging.getLogger("roost.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """A snapshot of the runtime, for metrics and tests."""
+
+    live_objects: int
+    activations: int
+    evictions: int
+    resets: int
+    events_in_flight: int
+    pending_outputs: int
+
+
+class Runtime:
+    """Runs durable objects in this process.
+
+    Parameters
+    ----------
+    objects:
+        Binding name to :class:`~roost.DurableObject` subclass, e.g.
+        ``{"COUNTER": Counter}``; each becomes a namespace in ``env``.
+    data_dir:
+        Directory for durable SQLite storage; ``None`` keeps everything in memory
+        (for tests: nothing survives the process).
+    idle_timeout:
+        Seconds without events after which an idle object is evicted.
+    max_live_objects:
+        Cap on instances in memory; past it the least recently used idle ones go.
+    max_queue:
+        Per-object bound on events waiting or running; past it callers get
+        :class:`~roost.ObjectOverloaded` at once.
+    durability:
+        ``"full"`` (fsync before outputs are released; survives power loss) or
+        ``"process"`` (survives ``kill -9`` of the server only).
+    limits:
+        Key and value size limits.
+    env:
+        Extra bindings (configuration values) for ``env``.
+    clock:
+        The time source; tests pass :class:`~roost.testing.ManualClock`.
+    engine:
+        A storage engine to use instead of the one ``data_dir`` selects.
+    """
+
+    def __init__(
+        self,
+        objects: Mapping[str, type[DurableObject]],
+        *,
+        data_dir: str | Path | None = None,
+        idle_timeout: float = 10.0,
+        max_live_objects: int = 10_000,
+        max_queue: int = 5_000,
+        durability: Durability = "full",
+        limits: StorageLimits | None = None,
+        env: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
+        engine: StorageEngine | None = None,
+    ) -> None:
+        for name, cls in objects.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"binding names are non-empty str, not {name!r}")
+            if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+                raise TypeError(f"binding {name!r} must be a DurableObject subclass, not {cls!r}")
+        if idle_timeout <= 0 or max_live_objects < 1 or max_queue < 1:
+            raise ValueError("idle_timeout, max_live_objects and max_queue must be positive")
+        self.classes: dict[str, type[DurableObject]] = dict(objects)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        if engine is None:
+            engine = (
+                MemoryEngine()
+                if data_dir is None
+                else SqliteEngine(data_dir, durability=durability)
+            )
+        self.engine = engine
+        self.idle_timeout = idle_timeout
+        self.max_live_objects = max_live_objects
+        self.max_queue = max_queue
+        self.limits = limits or StorageLimits()
+        self.clock = clock or SystemClock()
+        self.router: Router = LocalRouter(self)
+        clash = set(objects) & set(env or {})
+        if clash:
+            raise ValueError(f"bindings defined twice: {sorted(clash)}")
+        self.env = Env({**(env or {}), **{name: Namespace(name, self.router) for name in objects}})
+        self._live: OrderedDict[tuple[str, str], Activation] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._activations = 0
+        self._evictions = 0
+        self._resets = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeClosed("the runtime is not started")
+        return self._loop
+
+    async def start(self) -> None:
+        """Open storage and start background work (idempotent)."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._loop is not None:
+            return
+        if self._closed:
+            raise RuntimeClosed("this runtime has been closed")
+        loop = asyncio.get_running_loop()
+        self.engine.start(loop)
+        self._loop = loop
+        self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
+
+    async def close(self) -> None:
+        """Stop taking events, let running ones finish, commit all writes, close storage."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        if self._loop is not None:
+            # Let in-flight events and held outputs finish (bounded: a stuck
+            # event must not hang shutdown forever).
+            for _ in range(1000):
+                busy = [a for a in self._live.values() if a.events or a.pending_outputs]
+                if not busy:
+                    break
+                await asyncio.sleep(0.01)
+            for act in list(self._live.values()):
+                barrier = act.storage.output_barrier()
+                if barrier is not None:
+                    try:
+                        await asyncio.shield(barrier)
+                    except Exception:
+                        log.exception("final commit failed for %s %s", act.namespace, act.object_id)
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            for act in list(self._live.values()):
+                for task in list(act.background):
+                    task.cancel()
+            self._live.clear()
+            await self.engine.close()
+        self._closed = True
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the activation table ------------------------------------------------------
+
+    def _activation(self, namespace: str, object_id: ObjectId) -> Activation:
+        if self._closing:
+            raise RuntimeClosed("the runtime is shutting down")
+        self._ensure_started()
+        key = (namespace, object_id.hex)
+        act = self._live.get(key)
+        if act is not None:
+            self._live.move_to_end(key)
+            return act
+        cls = self.classes[namespace]
+        act = Activation(self, namespace, cls, object_id)
+        self._live[key] = act
+        self._activations += 1
+        try:
+            act.construct()
+        except Exception as exc:
+            self._live.pop(key, None)
+            raise ObjectRaised(exc, namespace) from None
+        if len(self._live) > self.max_live_objects:
+            self._evict_over_cap()
+        return act
+
+    def forget(self, act: Activation) -> None:
+        """Remove a reset activation from the table (called by the activation)."""
+        if self._live.get(act.key) is act:
+            del self._live[act.key]
+            self._resets += 1
+
+    def _evict(self, act: Activation) -> None:
+        del self._live[act.key]
+        act.storage.close(RuntimeError("object was evicted"))
+        act.instance = None
+        self._evictions += 1
+
+    def _evict_over_cap(self) -> None:
+        excess = len(self._live) - self.max_live_objects
+        for act in list(self._live.values())[: excess + 64]:
+            if excess <= 0:
+                break
+            if act.idle:
+                self._evict(act)
+                excess -= 1
+
+    def evict_idle(self) -> int:
+        """Evict every object idle for ``idle_timeout`` or more; return how many."""
+        cutoff = self.clock.monotonic() - self.idle_timeout
+        evicted = 0
+        for act in list(self._live.values()):
+            if act.last_used > cutoff:
+                break  # the table is in least-recently-used order
+            if act.idle:
+                self._evict(act)
+                evicted += 1
+        return evicted
+
+    async def _sweep_forever(self) -> None:
+        interval = min(1.0, self.idle_timeout / 4)
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                self.evict_idle()
+            except Exception:  # pragma: no cover - a bug; keep sweeping
+                log.exception("eviction sweep failed")
+
+    def is_live(self, namespace: str, object_id: ObjectId) -> bool:
+        """True when the object has an instance in memory."""
+        return (namespace, object_id.hex) in self._live
+
+    def statistics(self) -> RuntimeStatistics:
+        """Counters for metrics and tests."""
+        acts = self._live.values()
+        return RuntimeStatistics(
+            live_objects=len(self._live),
+            activations=self._activations,
+            evictions=self._evictions,
+            resets=self._resets,
+            events_in_flight=sum(a.events for a in acts),
+            pending_outputs=sum(a.pending_outputs for a in acts),
+        )
+
+    def list_object_ids(self, namespace: str) -> list[ObjectId]:
+        """IDs of the objects of ``namespace`` that have stored data."""
+        if namespace not in self.classes:
+            self.env[namespace]  # raises UnknownNamespace with the known names
+        self._ensure_started()
+        ns = self.env[namespace]
+        return [ns.id_from_string(h) for h in self.engine.list_object_ids(namespace)]
+
+    # -- events --------------------------------------------------------------------
+
+    async def dispatch(
+        self,
+        namespace: str,
+        object_id: ObjectId,
+        handler: Callable[[DurableObject], Awaitable[T]],
+    ) -> T:
+        """Deliver one event to the object, activating it if needed."""
+        while True:
+            act = self._activation(namespace, object_id)
+            try:
+                return await act.run_event(handler)
+            except _Moved:
+                continue  # reset before the event began: deliver to a fresh instance
+
+    async def invoke(
+        self,
+        namespace: str,
+        object_id: ObjectId,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """An RPC call (arguments already copied by value)."""
+        cls = self.classes[namespace]
+        if not is_rpc_method(cls, method):
+            raise RpcMethodNotFound(
+                f"{cls.__name__} has no RPC method {method!r} (RPC reaches public "
+                "`async def` methods other than fetch, alarm and the WebSocket handlers)"
+            )
+
+        async def call(instance: DurableObject) -> Any:
+            result = await getattr(instance, method)(*args, **kwargs)
+            return codec.copy_value(result)
+
+        return await self.dispatch(namespace, object_id, call)
+
+    async def deliver_fetch(
+        self, namespace: str, object_id: ObjectId, request: RequestMessage
+    ) -> ResponseMessage:
+        """An HTTP request for the object's ``fetch`` handler."""
+        cls = self.classes[namespace]
+        if not callable(getattr(cls, "fetch", None)):
+            raise RpcMethodNotFound(f"{cls.__name__} does not define fetch()")
+
+        async def fetch(instance: DurableObject) -> ResponseMessage:
+            response = await instance.fetch(request.to_request())  # type: ignore[attr-defined]
+            return await ResponseMessage.from_response(response)
+
+        return await self.dispatch(namespace, object_id, fetch)

@@ -1,0 +1,108 @@
+"""Stubs: the caller's handle on one object."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import starlette.requests
+
+from .. import codec
+from ..http import RequestMessage, Response, encode_headers
+from ..ids import ObjectId
+from .activation import current_activation
+from .router import Router
+
+__all__ = ["Stub"]
+
+
+class Stub:
+    """A handle on one object: ``await stub.method(*args)`` and ``await stub.fetch(...)``.
+
+    Attribute access gives a callable for any public name; whether the object
+    has such an async method is checked when it is called
+    (:class:`~roost.RpcMethodNotFound`).  Arguments and results are copied by
+    value with the storage codec, so neither side sees the other's mutations.
+    """
+
+    __slots__ = ("_namespace", "_id", "_router")
+
+    def __init__(self, namespace: str, object_id: ObjectId, router: Router) -> None:
+        self._namespace = namespace
+        self._id = object_id
+        self._router = router
+
+    @property
+    def id(self) -> ObjectId:
+        """The ID of the object this stub calls."""
+        return self._id
+
+    @property
+    def name(self) -> str | None:
+        """The name the ID was made from, if any."""
+        return self._id.name
+
+    def __repr__(self) -> str:
+        return f"<Stub {self._namespace} {self._id.hex[:12]}…>"
+
+    def __getattr__(self, name: str) -> _RpcMethod:
+        if name.startswith("_"):
+            raise AttributeError(f"stubs do not expose private names ({name!r})")
+        return _RpcMethod(self, name)
+
+    async def fetch(
+        self,
+        request: str | starlette.requests.Request,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str = b"",
+    ) -> Response:
+        """Send an HTTP request to the object's ``fetch`` handler.
+
+        ``request`` is a Starlette/Roost ``Request`` (its body is read and sent),
+        or a URL; with a URL, ``method``, ``headers`` and ``body`` describe the rest.
+        """
+        if isinstance(request, str):
+            message = RequestMessage(
+                method,
+                request,
+                encode_headers(headers),
+                body.encode() if isinstance(body, str) else bytes(body),
+            )
+        elif isinstance(request, starlette.requests.Request):
+            message = await RequestMessage.from_request(request)
+        else:
+            raise TypeError(f"fetch() takes a URL or a Request, not {type(request).__name__}")
+        await _output_gate()
+        response = await self._router.fetch(self._namespace, self._id, message)
+        return response.to_response()
+
+
+class _RpcMethod:
+    __slots__ = ("_stub", "_name")
+
+    def __init__(self, stub: Stub, name: str) -> None:
+        self._stub = stub
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<RPC method {self._name} of {self._stub!r}>"
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        copied = tuple(codec.copy_value(a) for a in args)
+        copied_kwargs = {k: codec.copy_value(v) for k, v in kwargs.items()} if kwargs else {}
+        await _output_gate()
+        stub = self._stub
+        return await stub._router.call(stub._namespace, stub._id, self._name, copied, copied_kwargs)
+
+
+async def _output_gate() -> None:
+    # A call made from inside an object is an output too: it leaves only once
+    # the caller's earlier writes are durable (DESIGN §4 rule 4).
+    caller = current_activation.get()
+    if caller is not None:
+        barrier = caller.storage.output_barrier()
+        if barrier is not None:
+            await asyncio.shield(barrier)

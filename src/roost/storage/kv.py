@@ -1,0 +1,462 @@
+"""The KV API one object sees as ``self.ctx.storage``.
+
+Reads are answered from an in-memory cache of everything this instance has read
+or written (the object is the only writer of its data, so the cache is always
+right); a miss reads the committed state from the engine.  Writes update the
+cache at once and join the object's open :class:`~roost.storage.engine.WriteBatch`.
+The batch is sealed on the next turn of the event loop (that is, at the first
+await on anything outside storage) and handed to the engine, which commits it
+while the object goes on working.  The runtime's output gate waits on
+:meth:`Storage.output_barrier` before it releases a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, overload
+
+from .. import codec
+from ..errors import ObjectReset, SqlNotEnabled, StorageLimitExceeded
+from .engine import ListQuery, ObjectStore, WriteBatch
+
+__all__ = ["Storage", "StorageLimits", "Transaction"]
+
+T = TypeVar("T")
+
+#: A cache entry: the encoded value (``None``: known to be absent) and, for
+#: immutable values, the decoded value to hand out without decoding again.
+_Entry = tuple[bytes | None, Any]
+_ABSENT: Final[_Entry] = (None, None)
+_NOT_DECODED: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLimits:
+    """Size limits enforced at ``put``; a write over a limit changes nothing."""
+
+    max_key_bytes: int = 2048
+    max_value_bytes: int = 128 * 1024
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix``."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars[-1]) + 1
+        if 0xD800 <= code <= 0xDFFF:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            chars[-1] = chr(code)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _make_query(
+    start: str | None,
+    start_after: str | None,
+    end: str | None,
+    prefix: str | None,
+    reverse: bool,
+    limit: int | None,
+) -> ListQuery:
+    for name, value in (
+        ("start", start),
+        ("start_after", start_after),
+        ("end", end),
+        ("prefix", prefix),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"list({name}=...) takes a str, not {type(value).__name__}")
+    if start is not None and start_after is not None:
+        raise ValueError("list() takes start or start_after, not both")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValueError(f"list(limit=...) must be a positive int, not {limit!r}")
+    low, low_open = (start_after, True) if start_after is not None else (start, False)
+    high = end
+    if prefix:
+        if low is None or low < prefix:
+            low, low_open = prefix, False
+        upper = _prefix_end(prefix)
+        if upper is not None and (high is None or upper < high):
+            high = upper
+    return ListQuery(low=low, low_open=low_open, high=high, reverse=reverse, limit=limit)
+
+
+def _merge_range(
+    query: ListQuery,
+    overlay: Mapping[str, _Entry],
+    base: Callable[[ListQuery], list[tuple[str, bytes]]] | None,
+) -> list[tuple[str, bytes]]:
+    """Rows of ``query``: ``overlay`` (newer) laid over ``base`` (older, or none)."""
+    mine = {k: e for k, e in overlay.items() if query.contains(k)}
+    merged: dict[str, bytes] = {}
+    if base is not None:
+        limit = query.limit
+        if limit is not None:
+            # Each known-deleted key can hide one base row; ask for that many more.
+            limit += sum(1 for e in mine.values() if e[0] is None)
+        merged.update(base(ListQuery(query.low, query.low_open, query.high, query.reverse, limit)))
+    for key, (encoded, _) in mine.items():
+        if encoded is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = encoded
+    keys = sorted(merged, reverse=query.reverse)
+    if query.limit is not None:
+        keys = keys[: query.limit]
+    return [(k, merged[k]) for k in keys]
+
+
+def _entry_value(entry: _Entry) -> Any:
+    encoded, value = entry
+    if value is _NOT_DECODED:
+        return codec.decode(encoded)  # type: ignore[arg-type]
+    return value
+
+
+class _KvApi(ABC):
+    """The public KV methods, written once over four primitives."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, limits: StorageLimits) -> None:
+        self._limits = limits
+
+    @abstractmethod
+    def _lookup(self, key: str) -> _Entry: ...
+
+    @abstractmethod
+    def _lookup_many(self, keys: list[str]) -> dict[str, _Entry]: ...
+
+    @abstractmethod
+    def _write(self, key: str, entry: _Entry) -> None: ...
+
+    @abstractmethod
+    def _clear(self) -> None: ...
+
+    @abstractmethod
+    def _range(self, query: ListQuery) -> list[tuple[str, bytes]]: ...
+
+    def _check_key(self, key: object) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"storage keys are str, not {type(key).__name__}")
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise ValueError(f"storage key {key!r} is not valid Unicode text") from None
+        if size > self._limits.max_key_bytes:
+            raise StorageLimitExceeded(
+                f"storage key of {size} bytes exceeds the limit of "
+                f"{self._limits.max_key_bytes} bytes (key starts {key[:40]!r})"
+            )
+        return key
+
+    def _encode(self, key: str, value: Any) -> _Entry:
+        encoded = codec.encode(value)
+        size = len(encoded) - 1
+        if size > self._limits.max_value_bytes:
+            raise StorageLimitExceeded(
+                f"value for key {key[:40]!r} is {size} bytes encoded, over the limit of "
+                f"{self._limits.max_value_bytes} bytes"
+            )
+        return encoded, value if codec.is_immutable_scalar(value) else _NOT_DECODED
+
+    def _check_keys(self, keys: object) -> list[str]:
+        if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+            raise TypeError(f"expected a str key or a list of keys, not {type(keys).__name__}")
+        return [self._check_key(k) for k in keys]
+
+    @overload
+    async def get(self, key: str) -> Any: ...
+    @overload
+    async def get(self, key: Iterable[str]) -> dict[str, Any]: ...
+
+    async def get(self, key: str | Iterable[str]) -> Any:
+        """The value stored under ``key`` (None when absent), or for a list of keys
+        a dict of the keys that exist, in the order asked."""
+        if isinstance(key, str):
+            return _entry_value(self._lookup(self._check_key(key)))
+        keys = self._check_keys(key)
+        found = self._lookup_many(keys)
+        return {k: _entry_value(found[k]) for k in keys if found[k][0] is not None}
+
+    @overload
+    async def put(self, key: str, value: Any) -> None: ...
+    @overload
+    async def put(self, key: Mapping[str, Any]) -> None: ...
+
+    async def put(self, key: str | Mapping[str, Any], value: Any = None) -> None:
+        """Store ``value`` under ``key``, or every pair of a dict, in one batch.
+
+        Raises ``TypeError`` for a value Roost cannot store and
+        :class:`~roost.StorageLimitExceeded` over a limit; then nothing is written.
+        """
+        if isinstance(key, str):
+            entry = self._encode(self._check_key(key), value)
+            self._write(key, entry)
+            return
+        if not isinstance(key, Mapping):
+            raise TypeError(f"put() takes a str key or a dict, not {type(key).__name__}")
+        entries = [(self._check_key(k), self._encode(k, v)) for k, v in key.items()]
+        for k, entry in entries:
+            self._write(k, entry)
+
+    @overload
+    async def delete(self, key: str) -> bool: ...
+    @overload
+    async def delete(self, key: Iterable[str]) -> int: ...
+
+    async def delete(self, key: str | Iterable[str]) -> bool | int:
+        """Delete ``key`` (returns whether it existed), or a list of keys
+        (returns how many existed)."""
+        if isinstance(key, str):
+            existed = self._lookup(self._check_key(key))[0] is not None
+            self._write(key, _ABSENT)
+            return existed
+        keys = self._check_keys(key)
+        found = self._lookup_many(keys)
+        for k in keys:
+            self._write(k, _ABSENT)
+        return sum(1 for k in set(keys) if found[k][0] is not None)
+
+    async def delete_all(self) -> None:
+        """Delete every key of this object."""
+        self._clear()
+
+    async def list(
+        self,
+        *,
+        start: str | None = None,
+        start_after: str | None = None,
+        end: str | None = None,
+        prefix: str | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Key-value pairs in key order (descending with ``reverse``).
+
+        ``start`` is inclusive, ``start_after`` exclusive, ``end`` exclusive;
+        ``prefix`` keeps only keys that begin with it; ``limit`` caps the count.
+        """
+        query = _make_query(start, start_after, end, prefix, reverse, limit)
+        return {k: codec.decode(v) for k, v in self._range(query)}
+
+    async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``fn(txn)`` atomically: its writes apply together when it returns,
+        and not at all when it raises or calls ``txn.rollback()``."""
+        txn = Transaction(self)
+        try:
+            result = await fn(txn)
+        finally:
+            txn._done = True
+        if not txn._rolled_back:
+            if txn._cleared:
+                self._clear()
+            for key, entry in txn._overlay.items():
+                self._write(key, entry)
+        return result
+
+
+class Transaction(_KvApi):
+    """The storage view inside ``storage.transaction(fn)``: same methods, plus
+    :meth:`rollback`.  Its writes are seen through it, and by no one else until
+    ``fn`` returns."""
+
+    __slots__ = ("_parent", "_overlay", "_cleared", "_rolled_back", "_done")
+
+    def __init__(self, parent: _KvApi) -> None:
+        super().__init__(parent._limits)
+        self._parent = parent
+        self._overlay: dict[str, _Entry] = {}
+        self._cleared = False
+        self._rolled_back = False
+        self._done = False
+
+    def rollback(self) -> None:
+        """Discard this transaction's writes when ``fn`` returns."""
+        self._rolled_back = True
+
+    def _check_live(self) -> None:
+        if self._done:
+            raise RuntimeError("this transaction has finished; use storage outside it")
+
+    def _lookup(self, key: str) -> _Entry:
+        self._check_live()
+        entry = self._overlay.get(key)
+        if entry is not None:
+            return entry
+        return _ABSENT if self._cleared else self._parent._lookup(key)
+
+    def _lookup_many(self, keys: list[str]) -> dict[str, _Entry]:
+        self._check_live()
+        missing = [k for k in keys if k not in self._overlay]
+        below = {} if self._cleared or not missing else self._parent._lookup_many(missing)
+        return {k: self._overlay.get(k) or below.get(k, _ABSENT) for k in keys}
+
+    def _write(self, key: str, entry: _Entry) -> None:
+        self._check_live()
+        self._overlay[key] = entry
+
+    def _clear(self) -> None:
+        self._check_live()
+        self._overlay.clear()
+        self._cleared = True
+
+    def _range(self, query: ListQuery) -> list[tuple[str, bytes]]:
+        self._check_live()
+        return _merge_range(query, self._overlay, None if self._cleared else self._parent._range)
+
+
+class Storage(_KvApi):
+    """One object's private, strongly consistent, durable storage (``ctx.storage``)."""
+
+    __slots__ = (
+        "_store",
+        "_loop",
+        "_cache",
+        "_complete",
+        "_batch",
+        "_tail",
+        "_broken",
+        "_on_failure",
+        "_sql_enabled",
+    )
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        limits: StorageLimits,
+        loop: asyncio.AbstractEventLoop,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        super().__init__(limits)
+        self._store = store
+        self._loop = loop
+        self._cache: dict[str, _Entry] = {}
+        # True when the cache holds every key: a miss then means "absent".
+        self._complete = False
+        self._batch: WriteBatch | None = None
+        self._tail: asyncio.Future[None] | None = None
+        self._broken: BaseException | None = None
+        self._on_failure = on_failure
+
+    @property
+    def sql(self) -> Any:
+        """The SQL API; only on classes declared with ``sql=True``."""
+        raise SqlNotEnabled(
+            "storage.sql is only available to classes declared with "
+            "`class MyObject(roost.DurableObject, sql=True)`"
+        )
+
+    # -- primitives ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise ObjectReset(f"this object was reset and its storage closed: {self._broken}")
+
+    def _lookup(self, key: str) -> _Entry:
+        self._check_open()
+        entry = self._cache.get(key)
+        if entry is not None:
+            return entry
+        if self._complete:
+            return _ABSENT
+        found = self._store.read([key])
+        entry = _ABSENT if key not in found else (found[key], _NOT_DECODED)
+        self._cache[key] = entry
+        return entry
+
+    def _lookup_many(self, keys: list[str]) -> dict[str, _Entry]:
+        self._check_open()
+        cache = self._cache
+        missing = [k for k in dict.fromkeys(keys) if k not in cache]
+        if missing and not self._complete:
+            found = self._store.read(missing)
+            for k in missing:
+                cache[k] = (found[k], _NOT_DECODED) if k in found else _ABSENT
+        return {k: cache.get(k, _ABSENT) for k in keys}
+
+    def _write(self, key: str, entry: _Entry) -> None:
+        self._check_open()
+        self._cache[key] = entry
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = WriteBatch()
+            self._loop.call_soon(self._seal)
+        batch.writes[key] = entry[0]
+
+    def _clear(self) -> None:
+        self._check_open()
+        self._cache.clear()
+        self._complete = True
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = WriteBatch()
+            self._loop.call_soon(self._seal)
+        batch.clear = True
+        batch.writes.clear()
+
+    def _range(self, query: ListQuery) -> list[tuple[str, bytes]]:
+        self._check_open()
+        if self._complete:
+            return _merge_range(query, self._cache, None)
+        rows = _merge_range(query, self._cache, self._store.read_range)
+        if query.low is None and query.high is None and query.limit is None:
+            # We just saw every key: keep them, and answer later misses from memory.
+            for key, encoded in rows:
+                self._cache.setdefault(key, (encoded, _NOT_DECODED))
+            self._cache = {k: e for k, e in self._cache.items() if e[0] is not None}
+            self._complete = True
+        return rows
+
+    # -- the commit pipeline (used by the runtime) -----------------------------
+
+    def _seal(self) -> None:
+        batch, self._batch = self._batch, None
+        if not batch or self._broken is not None:
+            return
+        try:
+            future = self._store.commit(batch)
+        except Exception as exc:
+            future = self._loop.create_future()
+            future.set_exception(exc)
+        self._tail = future
+        future.add_done_callback(self._committed)
+
+    def _committed(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and self._broken is None:
+            self._broken = error
+            self._on_failure(error)
+
+    def output_barrier(self) -> asyncio.Future[None] | None:
+        """Seal the open batch; return what a result must wait for (None: nothing)."""
+        if self._batch is not None:
+            self._seal()
+        tail = self._tail
+        if tail is None or (tail.done() and not tail.cancelled() and tail.exception() is None):
+            return None
+        return tail
+
+    @property
+    def has_pending_writes(self) -> bool:
+        """True while some write of this object is not yet durable."""
+        return self._batch is not None or (self._tail is not None and not self._tail.done())
+
+    def close(self, reason: BaseException) -> None:
+        """Refuse every later operation (the object was reset or evicted)."""
+        if self._broken is None:
+            self._broken = reason
+
+    async def sync(self) -> None:
+        """Wait until every write made so far is durable."""
+        barrier = self.output_barrier()
+        if barrier is not None:
+            await barrier

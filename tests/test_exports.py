@@ -1,0 +1,19 @@
+"""The public API is exactly what roost.__all__ lists, and each name is documented."""
+
+from __future__ import annotations
+
+import roost
+
+
+def test_all_names_exist_and_are_documented() -> None:
+    for name in roost.__all__:
+        obj = getattr(roost, name)
+        if name.startswith("__"):
+            continue
+        assert obj.__doc__, f"roost.{name} has no docstring"
+
+
+def test_no_private_module_leaks() -> None:
+    public = {n for n in dir(roost) if not n.startswith("_")}
+    modules = {"codec", "errors", "http", "ids", "object", "runtime", "storage"}
+    assert public - modules - {"annotations"} <= set(roost.__all__)
