@@ -22,16 +22,21 @@ from .errors import (
     StorageError,
     StorageLimitExceeded,
     UnknownNamespace,
+    WebSocketClosed,
+    WebSocketError,
 )
 from .http import Request, Response
 from .ids import ObjectId
 from .object import DurableObject, ObjectState
 from .runtime import Env, Namespace, Runtime, RuntimeStatistics, Stub
+from .runtime.websockets import WebSocket
+from .server import App
 from .storage import Storage, StorageLimits, Transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "CommitFailed",
     "DurableObject",
     "Env",
@@ -57,5 +62,8 @@ __all__ = [
     "Stub",
     "Transaction",
     "UnknownNamespace",
+    "WebSocket",
+    "WebSocketClosed",
+    "WebSocketError",
     "__version__",
 ]

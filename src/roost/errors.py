@@ -17,6 +17,8 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
     │                                        ctx.abort()); its held outputs fail
     ├── ObjectOverloaded                     the object's queue is full; retry later
     ├── RuntimeClosed                        the runtime is shut down
+    ├── WebSocketError                       a WebSocket failed (``code``, ``reason``)
+    │   └── WebSocketClosed                  use of a WebSocket that is already closed
     └── RemoteError                          mixed into every exception re-raised at a
                                              caller from an object's own code
 
@@ -49,6 +51,8 @@ __all__ = [
     "StorageError",
     "StorageLimitExceeded",
     "UnknownNamespace",
+    "WebSocketClosed",
+    "WebSocketError",
 ]
 
 
@@ -108,6 +112,24 @@ class ObjectOverloaded(RoostError):
 
 class RuntimeClosed(RoostError):
     """The runtime has been closed and accepts no more events."""
+
+
+class WebSocketError(RoostError):
+    """A WebSocket failed: a protocol error, an oversized or invalid message.
+
+    ``code`` and ``reason`` are the close code and reason the connection ended
+    with (RFC 6455 §7.4), e.g. 1007 for invalid UTF-8 or 1009 for a message
+    over the size limit.
+    """
+
+    def __init__(self, message: str, *, code: int = 1006, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketClosed(WebSocketError):
+    """The WebSocket is closed: nothing more can be sent or received on it."""
 
 
 class RemoteError(RoostError):

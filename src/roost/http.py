@@ -14,12 +14,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import starlette.requests
 import starlette.responses
 from starlette.types import Message
+
+if TYPE_CHECKING:
+    from .runtime.websockets import WebSocket
+
+#: The ASGI scope extension under which a request carries its WebSocket handle.
+WEBSOCKET_EXTENSION = "roost.websocket"
 
 __all__ = ["Request", "RequestMessage", "Response", "ResponseMessage"]
 
@@ -44,6 +50,16 @@ class Request(starlette.requests.Request):
         """Make a request from a URL (a bare path gets ``http://object``)."""
         raw = body.encode() if isinstance(body, str) else bytes(body)
         return RequestMessage(method, url, encode_headers(headers), raw).to_request()
+
+    @property
+    def websocket(self) -> WebSocket | None:
+        """The WebSocket of an upgrade request (``Upgrade: websocket``), else None.
+
+        An object accepts it with ``ws.accept()`` or ``self.ctx.accept_websocket(ws)``
+        and answers ``Response(status_code=101)``.
+        """
+        ws: WebSocket | None = self.scope.get("extensions", {}).get(WEBSOCKET_EXTENSION)
+        return ws
 
 
 class Response(starlette.responses.Response):
@@ -87,12 +103,21 @@ class RequestMessage:
     headers: _Headers = field(default_factory=list)
     body: bytes = b""
     client: tuple[str, int] | None = None
+    #: The connection of an upgrade request.  It is the one part of a request
+    #: that is not data: in one process it is the handle itself; a remote
+    #: router sends an ID instead and relays frames both ways.
+    websocket: WebSocket | None = None
 
     @classmethod
-    async def from_request(cls, request: starlette.requests.Request) -> RequestMessage:
-        body = await request.body()
+    async def from_request(cls, request: starlette.requests.HTTPConnection) -> RequestMessage:
+        """Copy a Starlette ``Request``, or a ``WebSocket`` still in its handshake."""
         client = (request.client.host, request.client.port) if request.client else None
-        return cls(request.method, str(request.url), list(request.headers.raw), body, client)
+        ws: WebSocket | None = request.scope.get("extensions", {}).get(WEBSOCKET_EXTENSION)
+        if isinstance(request, starlette.requests.Request) and request.scope["type"] == "http":
+            method, body = request.method, await request.body()
+        else:
+            method, body = "GET", b""  # an upgrade request has no body
+        return cls(method, str(request.url), list(request.headers.raw), body, client, ws)
 
     def to_scope(self) -> dict[str, Any]:
         url = (
@@ -118,6 +143,7 @@ class RequestMessage:
             "headers": headers,
             "server": (parts.hostname or "object", port),
             "client": self.client,
+            "extensions": {} if self.websocket is None else {WEBSOCKET_EXTENSION: self.websocket},
         }
 
     def to_request(self) -> Request:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 if TYPE_CHECKING:
     from .ids import ObjectId
     from .runtime.activation import Activation
     from .runtime.namespace import Env
+    from .runtime.websockets import WebSocket
     from .storage.kv import Storage
 
 __all__ = ["DurableObject", "ObjectState"]
@@ -53,6 +54,58 @@ class ObjectState:
     def wait_until(self, work: Awaitable[Any]) -> None:
         """Keep the object alive until ``work`` finishes, after the event returns."""
         self._activation.wait_until(work)
+
+    # -- WebSockets (hibernation API, DESIGN §5) ------------------------------------
+
+    def accept_websocket(self, ws: WebSocket, tags: Iterable[str] = ()) -> None:
+        """Accept ``ws`` (from ``request.websocket``) for the hibernation API.
+
+        Its messages arrive as ``websocket_message(ws, message)`` events and its
+        end as ``websocket_close(ws, code, reason, was_clean)`` (or
+        ``websocket_error(ws, error)`` when it failed).  The socket does not keep
+        the object in memory: after an idle timeout the instance is evicted, and
+        the next message re-creates it.  ``tags`` (at most 10 str) select sockets
+        in :meth:`get_websockets`.
+        """
+        from .runtime import websockets
+
+        websockets.accept_hibernatable(self._activation, ws, tags)
+
+    def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
+        """This object's open hibernatable sockets (those with ``tag``, if given),
+        in the order they were accepted; also after the object was re-created."""
+        from .runtime import websockets
+
+        return websockets.get_websockets(self._activation, tag)
+
+    def get_tags(self, ws: WebSocket) -> list[str]:
+        """The tags ``ws`` was accepted with."""
+        return list(ws.tags)
+
+    def set_websocket_auto_response(
+        self, request: str | bytes | None = None, response: str | bytes | None = None
+    ) -> None:
+        """Answer a message equal to ``request`` with ``response`` without waking
+        the object (e.g. ``"ping"`` → ``"pong"``); call with no arguments to stop.
+
+        The pair stays set while the process runs, across hibernation.
+        """
+        from .runtime import websockets
+
+        if (request is None) != (response is None):
+            raise TypeError("give both request and response, or neither")
+        pair = None if request is None or response is None else (request, response)
+        websockets.set_auto_response(self._activation, pair)
+
+    def get_websocket_auto_response(self) -> tuple[str | bytes, str | bytes] | None:
+        """The ``(request, response)`` pair set by :meth:`set_websocket_auto_response`."""
+        from .runtime import websockets
+
+        return websockets.get_auto_response(self._activation)
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> float | None:
+        """When ``ws`` was last answered by the auto-response (epoch seconds), or None."""
+        return ws.auto_response_timestamp
 
     def abort(self, reason: str = "aborted") -> None:
         """Reset the object now: drop this instance and fail its held outputs.

@@ -138,6 +138,7 @@ class Activation:
         self.gate.wake_all()
         for task in list(self.background):
             task.cancel()
+        self.runtime.websockets.object_reset(self.key)
 
     def _storage_failed(self, error: BaseException) -> None:
         log.error(

@@ -24,6 +24,7 @@ from .activation import Activation, ObjectRaised, _Moved
 from .clock import Clock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
+from .websockets import SocketRegistry
 
 __all__ = ["Runtime", "RuntimeStatistics"]
 
@@ -115,6 +116,8 @@ class Runtime:
             raise ValueError(f"bindings defined twice: {sorted(clash)}")
         self.env = Env({**(env or {}), **{name: Namespace(name, self.router) for name in objects}})
         self._live: OrderedDict[tuple[str, str], Activation] = OrderedDict()
+        #: Open WebSockets per object; outlives instances (hibernation).
+        self.websockets = SocketRegistry()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False

@@ -53,7 +53,7 @@ class Stub:
 
     async def fetch(
         self,
-        request: str | starlette.requests.Request,
+        request: str | starlette.requests.HTTPConnection,
         *,
         method: str = "GET",
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -63,6 +63,10 @@ class Stub:
 
         ``request`` is a Starlette/Roost ``Request`` (its body is read and sent),
         or a URL; with a URL, ``method``, ``headers`` and ``body`` describe the rest.
+
+        A WebSocket upgrade (a Roost ``Request`` whose ``websocket`` is set, or a
+        Starlette ``WebSocket`` not yet accepted) passes its connection to the
+        object, which accepts it and answers status 101.
         """
         if isinstance(request, str):
             message = RequestMessage(
@@ -71,7 +75,7 @@ class Stub:
                 encode_headers(headers),
                 body.encode() if isinstance(body, str) else bytes(body),
             )
-        elif isinstance(request, starlette.requests.Request):
+        elif isinstance(request, starlette.requests.HTTPConnection):
             message = await RequestMessage.from_request(request)
         else:
             raise TypeError(f"fetch() takes a URL or a Request, not {type(request).__name__}")

@@ -1,0 +1,606 @@
+"""WebSockets in the kernel: the handle objects use, the hibernation registry, delivery.
+
+A WebSocket connection is opened by the server (an ASGI ``websocket`` scope)
+and handed to an object through its ``fetch``: the request the object receives
+carries a :class:`WebSocket` handle as ``request.websocket``.  The object
+accepts it in one of two styles (DESIGN §5):
+
+* **held**: ``ws.accept()``; the object reads with ``await ws.receive()`` or
+  ``async for message in ws`` and stays in memory while the socket is open.
+* **hibernatable**: ``ctx.accept_websocket(ws, tags)``; each message is an
+  event delivered to ``websocket_message`` through :meth:`Runtime.dispatch`
+  (input gate, serial events, output gate), so the object may be evicted while
+  the socket stays open and the next message re-creates it.  What the object
+  wants to remember per socket goes in ``ws.serialize_attachment(value)``.
+
+The kernel does no I/O on a connection.  It talks to it through a
+:class:`SocketTransport`, which the server implements over ASGI; a remote
+router would implement it by forwarding frames to the process that holds the
+connection.  The connection's owner feeds what it receives back in with
+:func:`deliver_message` and :func:`deliver_close`.
+
+Everything an object sends passes the output gate (DESIGN §4 rule 4): a frame
+is handed to the transport only once every write made before ``send`` is
+durable, frames leave in the order they were sent, and when a write fails the
+held frames are dropped and the socket is closed with 1011.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from .. import codec
+from ..errors import (
+    ObjectOverloaded,
+    ObjectReset,
+    RuntimeClosed,
+    StorageLimitExceeded,
+    WebSocketClosed,
+    WebSocketError,
+)
+from .activation import Activation, ObjectRaised, current_activation
+
+if TYPE_CHECKING:
+    from ..ids import ObjectId
+    from ..object import DurableObject
+    from .runtime import Runtime
+
+__all__ = [
+    "SocketRegistry",
+    "SocketStatistics",
+    "SocketTransport",
+    "WebSocket",
+    "deliver_close",
+    "deliver_message",
+]
+
+log = logging.getLogger("roost.websockets")
+
+Message = str | bytes
+_Key = tuple[str, str]
+_Mode = Literal["pending", "held", "hibernatable"]
+
+#: Serialized attachments are capped like Cloudflare's (16 KiB).
+MAX_ATTACHMENT_BYTES: Final = 16 * 1024
+MAX_TAGS: Final = 10
+MAX_TAG_LENGTH: Final = 256
+#: Received messages a held socket buffers before the peer is made to wait.
+_INBOX_LIMIT: Final = 64
+#: Close codes that mean the connection failed rather than closed (RFC 6455 §7.4.1).
+_ERROR_CODES: Final = frozenset({1002, 1003, 1007, 1009, 1011})
+#: Codes an endpoint may put in a close frame, below the application range.
+_SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+#: Codes the server reports when no close frame was received.
+_UNCLEAN_CODES: Final = frozenset({1005, 1006})
+
+
+class SocketTransport(ABC):
+    """The connection under a :class:`WebSocket`; implemented by the server.
+
+    Every method returns at once; the transport keeps the order of the calls.
+    """
+
+    @abstractmethod
+    def accept(self, subprotocol: str | None) -> None:
+        """Complete the opening handshake."""
+
+    @abstractmethod
+    def send(self, message: Message) -> None:
+        """Send one text (``str``) or binary (``bytes``) message."""
+
+    @abstractmethod
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection (before ``accept``: refuse the handshake)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    runtime: Runtime
+    namespace: str
+    object_id: ObjectId
+
+    @property
+    def key(self) -> _Key:
+        return (self.namespace, self.object_id.hex)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketStatistics:
+    """How many sockets are open, and how many objects have some."""
+
+    objects: int
+    held: int
+    hibernatable: int
+
+
+class WebSocket:
+    """A WebSocket connection as an object sees it (``request.websocket``).
+
+    Accept it with ``ws.accept()`` (held style) or
+    ``self.ctx.accept_websocket(ws, tags)`` (hibernation), then return
+    ``Response(status_code=101)`` from ``fetch``.  ``send`` and ``close`` never
+    wait: their frames leave once the object's earlier writes are durable.
+    """
+
+    __slots__ = (
+        "_transport",
+        "_mode",
+        "_owner",
+        "_activation",
+        "_tags",
+        "_attachment",
+        "_outbox",
+        "_inbox",
+        "_inbox_reader",
+        "_inbox_space",
+        "_closed",
+        "_closed_here",
+        "_close_code",
+        "_close_reason",
+        "_auto_response_time",
+        "__weakref__",
+    )
+
+    def __init__(self, transport: SocketTransport) -> None:
+        self._transport = transport
+        self._mode: _Mode = "pending"
+        self._owner: _Owner | None = None
+        self._activation: Activation | None = None  # held style only
+        self._tags: tuple[str, ...] = ()
+        self._attachment: bytes | None = None
+        self._outbox: deque[tuple[asyncio.Future[BaseException | None] | None, str, Any]] = deque()
+        self._inbox: deque[Message] = deque()
+        self._inbox_reader: asyncio.Future[None] | None = None
+        self._inbox_space: asyncio.Future[None] | None = None
+        self._closed = False
+        self._closed_here = False
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._auto_response_time: float | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._mode
+        return f"<WebSocket {state} tags={list(self._tags)}>"
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def accepted(self) -> bool:
+        """True once an object accepted the socket (in either style)."""
+        return self._mode != "pending"
+
+    @property
+    def hibernatable(self) -> bool:
+        """True when accepted with ``ctx.accept_websocket``."""
+        return self._mode == "hibernatable"
+
+    @property
+    def closed(self) -> bool:
+        """True once either side closed the socket."""
+        return self._closed
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once closed."""
+        return self._close_code
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tags given to ``ctx.accept_websocket``."""
+        return self._tags
+
+    @property
+    def auto_response_timestamp(self) -> float | None:
+        """When the runtime last answered this socket's auto-response request
+        (seconds since the epoch), or None."""
+        return self._auto_response_time
+
+    # -- accepting (held style; hibernation goes through ctx) ----------------------
+
+    def accept(self, *, subprotocol: str | None = None) -> None:
+        """Accept the socket and hold it: the object stays in memory while it is open.
+
+        Call it inside the object's ``fetch``; read with :meth:`receive`.
+        """
+        act = _require_activation("ws.accept()")
+        self._check_pending()
+        self._mode = "held"
+        self._activation = act
+        self._owner = _Owner(act.runtime, act.namespace, act.object_id)
+        act.held_sockets += 1
+        act.runtime.websockets.add(act.key, self)
+        self._output("accept", subprotocol)
+
+    def _check_pending(self) -> None:
+        if self._mode != "pending":
+            raise RuntimeError("this WebSocket was already accepted")
+        if self._closed:
+            raise WebSocketClosed("the WebSocket closed before it was accepted")
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Raises :class:`~roost.WebSocketClosed` when the socket is known to be closed.
+        """
+        if not isinstance(message, (str, bytes)):
+            raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+        if self._mode == "pending":
+            raise RuntimeError("accept the WebSocket before sending on it")
+        if self._closed:
+            raise WebSocketClosed(
+                "cannot send on a closed WebSocket",
+                code=self._close_code or 1006,
+                reason=self._close_reason,
+            )
+        self._output("send", message)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket (before it is accepted: refuse the upgrade).
+
+        A socket the object closes itself gets no ``websocket_close`` event.
+        """
+        if not (3000 <= code <= 4999 or code in _SENDABLE_CODES):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+        if self._closed:
+            return
+        self._closed_here = True
+        self._mark_closed(code, reason)
+        self._output("close", (code, reason))
+
+    def _output(self, kind: str, arg: Any) -> None:
+        gate = _gate_for(current_activation.get() or self._activation)
+        idle = not self._outbox
+        self._outbox.append((gate, kind, arg))
+        if idle:
+            self._flush()
+
+    def _flush(self, _done: object = None) -> None:
+        outbox = self._outbox
+        while outbox:
+            gate, kind, arg = outbox[0]
+            if gate is not None:
+                if not gate.done():
+                    gate.add_done_callback(self._flush)
+                    return
+                error = gate.result()
+                if error is not None:
+                    # A write before these frames failed: none of them may leave.
+                    outbox.clear()
+                    log.warning("dropping WebSocket output after a failed write: %s", error)
+                    self._mark_closed(1011, "object reset")
+                    self._emit("close", (1011, "object reset"))
+                    return
+            outbox.popleft()
+            self._emit(kind, arg)
+
+    def _emit(self, kind: str, arg: Any) -> None:
+        try:
+            if kind == "send":
+                self._transport.send(arg)
+            elif kind == "accept":
+                self._transport.accept(arg)
+            else:
+                self._transport.close(*arg)
+        except Exception:  # pragma: no cover - a transport bug must not break the object
+            log.exception("WebSocket transport failed on %s", kind)
+
+    # -- receiving (held style) ----------------------------------------------------
+
+    async def receive(self) -> Message:
+        """The next message of a held socket.
+
+        Raises :class:`~roost.WebSocketClosed` once the socket is closed and
+        every message received before the close was read.
+        """
+        if self._mode != "held":
+            raise RuntimeError(
+                "receive() is for held sockets (ws.accept()); hibernatable sockets "
+                "get their messages in websocket_message()"
+            )
+        while not self._inbox:
+            if self._closed:
+                raise WebSocketClosed(
+                    "the WebSocket is closed",
+                    code=self._close_code or 1006,
+                    reason=self._close_reason,
+                )
+            self._inbox_reader = asyncio.get_running_loop().create_future()
+            await self._inbox_reader
+        message = self._inbox.popleft()
+        _wake(self._inbox_space)
+        act = self._activation
+        # A message is an event: it waits while the object's input gate is closed.
+        if act is not None and not act.gate.is_open:
+            await act.gate.wait()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.receive()
+            except WebSocketClosed:
+                return
+
+    # -- attachments -----------------------------------------------------------------
+
+    def serialize_attachment(self, value: Any) -> None:
+        """Keep ``value`` with the socket, across hibernation (any storable value,
+        at most 16 KiB encoded)."""
+        encoded = codec.encode(value)
+        if len(encoded) - 1 > MAX_ATTACHMENT_BYTES:
+            raise StorageLimitExceeded(
+                f"WebSocket attachment is {len(encoded) - 1} bytes encoded, over the "
+                f"limit of {MAX_ATTACHMENT_BYTES}"
+            )
+        self._attachment = encoded
+
+    def deserialize_attachment(self) -> Any:
+        """A copy of the value last given to :meth:`serialize_attachment` (or None)."""
+        return None if self._attachment is None else codec.decode(self._attachment)
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _mark_closed(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close_code = code
+        self._close_reason = reason
+        owner = self._owner
+        if owner is not None:
+            owner.runtime.websockets.discard(owner.key, self)
+        act = self._activation
+        if act is not None:
+            act.held_sockets -= 1
+            act.last_used = act.runtime.clock.monotonic()
+        _wake(self._inbox_reader)
+        _wake(self._inbox_space)
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _require_activation(what: str) -> Activation:
+    act = current_activation.get()
+    if act is None:
+        raise RuntimeError(f"{what} must be called by a durable object's code (inside fetch)")
+    return act
+
+
+def _gate_for(act: Activation | None) -> asyncio.Future[BaseException | None] | None:
+    """What an output made now must wait for: None, or a future of None (go) or
+    the error that broke the object (drop)."""
+    if act is None:
+        return None
+    loop = act.runtime.loop
+    if act.broken is not None:
+        gate: asyncio.Future[BaseException | None] = loop.create_future()
+        gate.set_result(act.broken)
+        return gate
+    storage = act.storage
+    if not storage.has_pending_writes:
+        return None
+    gate = loop.create_future()
+
+    def capture() -> None:
+        # Runs after the open batch was sealed (the seal was scheduled first), so
+        # writes made after `send` in the same step stay in the same atomic batch.
+        if act.broken is not None:
+            gate.set_result(act.broken)
+            return
+        barrier = storage.output_barrier()
+        if barrier is None:
+            gate.set_result(None)
+            return
+
+        def committed(done: asyncio.Future[None]) -> None:
+            if done.cancelled():
+                gate.set_result(ObjectReset("the commit was cancelled"))
+            else:
+                gate.set_result(done.exception())
+
+        barrier.add_done_callback(committed)
+
+    loop.call_soon(capture)
+    return gate
+
+
+# -- the registry (no I/O) ------------------------------------------------------------
+
+
+class SocketRegistry:
+    """The open sockets of each object and its auto-response, kept by the runtime
+    so they outlive the object's instance (hibernation)."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[_Key, dict[WebSocket, None]] = {}
+        self._auto: dict[_Key, tuple[Message, Message]] = {}
+
+    def add(self, key: _Key, ws: WebSocket) -> None:
+        self._sockets.setdefault(key, {})[ws] = None
+
+    def discard(self, key: _Key, ws: WebSocket) -> None:
+        sockets = self._sockets.get(key)
+        if sockets is not None:
+            sockets.pop(ws, None)
+            if not sockets:
+                del self._sockets[key]
+
+    def of(self, key: _Key) -> list[WebSocket]:
+        """Open sockets of one object, in the order they were accepted."""
+        return list(self._sockets.get(key, ()))
+
+    def all(self) -> list[WebSocket]:
+        return [ws for sockets in self._sockets.values() for ws in sockets]
+
+    def set_auto_response(self, key: _Key, pair: tuple[Message, Message] | None) -> None:
+        if pair is None:
+            self._auto.pop(key, None)
+        else:
+            self._auto[key] = pair
+
+    def auto_response(self, key: _Key) -> tuple[Message, Message] | None:
+        return self._auto.get(key)
+
+    def object_reset(self, key: _Key) -> None:
+        """The object's instance was dropped: its held sockets die with it."""
+        for ws in self.of(key):
+            if ws._mode == "held":
+                ws.close(1011, "object reset")
+
+    def statistics(self) -> SocketStatistics:
+        """Counts for metrics and tests."""
+        held = sum(1 for ws in self.all() if ws._mode == "held")
+        return SocketStatistics(
+            objects=len(self._sockets), held=held, hibernatable=len(self.all()) - held
+        )
+
+
+# -- ctx services (called through ObjectState) ------------------------------------------
+
+
+def accept_hibernatable(act: Activation, ws: WebSocket, tags: Iterable[str]) -> None:
+    """``ctx.accept_websocket``: accept ``ws`` for the hibernation API."""
+    if not isinstance(ws, WebSocket):
+        raise TypeError(
+            f"accept_websocket() takes the request's WebSocket, not {type(ws).__name__}"
+        )
+    if isinstance(tags, str):
+        raise TypeError("tags is an iterable of str, not a str")
+    tag_list = list(tags)
+    if len(tag_list) > MAX_TAGS:
+        raise ValueError(f"a WebSocket takes at most {MAX_TAGS} tags")
+    for tag in tag_list:
+        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH:
+            raise ValueError(f"tags are non-empty str of at most {MAX_TAG_LENGTH} characters")
+    ws._check_pending()
+    ws._mode = "hibernatable"
+    ws._tags = tuple(tag_list)
+    ws._owner = _Owner(act.runtime, act.namespace, act.object_id)
+    act.runtime.websockets.add(act.key, ws)
+    ws._output("accept", None)
+
+
+def get_websockets(act: Activation, tag: str | None) -> list[WebSocket]:
+    """``ctx.get_websockets``: the object's open hibernatable sockets."""
+    return [
+        ws
+        for ws in act.runtime.websockets.of(act.key)
+        if ws._mode == "hibernatable" and (tag is None or tag in ws._tags)
+    ]
+
+
+def set_auto_response(act: Activation, pair: tuple[Message, Message] | None) -> None:
+    """``ctx.set_websocket_auto_response``."""
+    if pair is not None:
+        for part in pair:
+            if not isinstance(part, (str, bytes)):
+                raise TypeError("auto-response request and response are str or bytes")
+    act.runtime.websockets.set_auto_response(act.key, pair)
+
+
+def get_auto_response(act: Activation) -> tuple[Message, Message] | None:
+    """``ctx.get_websocket_auto_response``."""
+    return act.runtime.websockets.auto_response(act.key)
+
+
+# -- delivery (called by whoever owns the connection) -------------------------------------
+
+
+async def deliver_message(ws: WebSocket, message: Message) -> None:
+    """Hand one received message to the socket's object.
+
+    Held sockets queue it for ``receive()`` (waiting while the queue is full,
+    so the peer feels back-pressure); hibernatable sockets get an auto-response
+    or a ``websocket_message`` event.  Returns once the event is done.
+    """
+    if ws._closed:
+        return  # we closed it; the peer had not seen our close frame yet
+    if ws._mode == "held":
+        while len(ws._inbox) >= _INBOX_LIMIT and not ws._closed:
+            ws._inbox_space = asyncio.get_running_loop().create_future()
+            await ws._inbox_space
+        ws._inbox.append(message)
+        _wake(ws._inbox_reader)
+        return
+    owner = ws._owner
+    if owner is None:
+        raise RuntimeError("a message arrived for a WebSocket that no object accepted")
+    pair = owner.runtime.websockets.auto_response(owner.key)
+    if pair is not None and message == pair[0]:
+        ws._auto_response_time = owner.runtime.clock.time()
+        ws._output("send", pair[1])
+        return
+    await _dispatch(ws, owner, "websocket_message", (ws, message))
+
+
+async def deliver_close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """The connection ended: the peer closed it, it broke, or the server refused a
+    frame (1002 protocol error, 1007 invalid UTF-8, 1009 too big).
+
+    A hibernatable socket's object gets ``websocket_error(ws, error)`` for the
+    failures when it defines that handler, else ``websocket_close(ws, code,
+    reason, was_clean)``.  Held sockets end their ``receive()`` loop.
+    """
+    if ws._closed:
+        ws._mark_closed(code, reason)
+        return
+    ws._mark_closed(code, reason)
+    owner = ws._owner
+    if ws._mode != "hibernatable" or owner is None:
+        return
+    cls = owner.runtime.classes[owner.namespace]
+    if code in _ERROR_CODES and callable(getattr(cls, "websocket_error", None)):
+        error = WebSocketError(
+            f"WebSocket failed with close code {code}" + (f": {reason}" if reason else ""),
+            code=code,
+            reason=reason,
+        )
+        await _dispatch(ws, owner, "websocket_error", (ws, error))
+    else:
+        was_clean = code not in _UNCLEAN_CODES and code not in _ERROR_CODES
+        await _dispatch(ws, owner, "websocket_close", (ws, code, reason, was_clean))
+
+
+async def _dispatch(ws: WebSocket, owner: _Owner, name: str, args: tuple[Any, ...]) -> None:
+    cls = owner.runtime.classes[owner.namespace]
+    if not callable(getattr(cls, name, None)):
+        if name == "websocket_message":
+            log.warning("%s has no websocket_message(); message dropped", cls.__name__)
+        return
+
+    async def handler(instance: DurableObject) -> None:
+        await getattr(instance, name)(*args)
+
+    try:
+        await owner.runtime.dispatch(owner.namespace, owner.object_id, handler)
+    except ObjectRaised as raised:
+        log.error(
+            "%s() of %s %s raised",
+            name,
+            owner.namespace,
+            owner.object_id.hex[:12],
+            exc_info=raised.error,
+        )
+    except ObjectOverloaded:
+        ws.close(1013, "object overloaded; try again later")
+    except ObjectReset as exc:
+        log.warning("%s() of %s lost to a reset: %s", name, owner.namespace, exc)
+        ws.close(1011, "object reset")
+    except RuntimeClosed:
+        ws.close(1001, "server shutting down")

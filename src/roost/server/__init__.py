@@ -1,0 +1,20 @@
+"""Serving: the ASGI :class:`App`, WebSocket connections, uvicorn with graceful shutdown.
+
+Uses only the kernel's public interface (``roost.runtime``): requests and
+WebSocket upgrades reach objects through the front code and stubs.
+"""
+
+from .app import App, FetchHandler
+from .connection import Connection
+from .serving import Server, bind, find_app, make_config, running
+
+__all__ = [
+    "App",
+    "Connection",
+    "FetchHandler",
+    "Server",
+    "bind",
+    "find_app",
+    "make_config",
+    "running",
+]

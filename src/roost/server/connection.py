@@ -1,0 +1,167 @@
+"""One ASGI WebSocket connection, as the transport under a kernel ``WebSocket``.
+
+The kernel hands frames to :class:`Connection` through the three non-blocking
+methods of :class:`~roost.runtime.websockets.SocketTransport`; a writer task
+sends them to the ASGI server in order.  The connection's own task (the ASGI
+app call) reads frames and feeds them to the object with
+:func:`~roost.runtime.websockets.deliver_message`, one at a time: a socket's
+messages are delivered in order, and while one is being handled the next stays
+with the server, so a fast client feels back-pressure instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Final
+
+import starlette.responses
+from starlette.types import Message, Receive, Scope, Send
+
+from ..runtime.websockets import SocketTransport, WebSocket, deliver_close, deliver_message
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("roost.server")
+
+#: Bytes of outgoing frames a connection may buffer before it is dropped (1011):
+#: a client that does not read must not make the server hold unbounded memory.
+MAX_PENDING_BYTES: Final = 16 * 1024 * 1024
+#: ASGI messages that answer a WebSocket handshake.
+_ANSWERS: Final = frozenset(
+    {"websocket.accept", "websocket.close", "websocket.http.response.start"}
+)
+
+
+class Connection(SocketTransport):
+    """An ASGI ``websocket`` scope: the server side of one kernel ``WebSocket``."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._outgoing: deque[Message] = deque()
+        self._pending_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._client_gone = False
+        self._delivering = False
+        self._stopping: tuple[int, str] | None = None
+        self.websocket: WebSocket | None = None
+        #: True once the handshake was answered (accepted or refused).
+        self.answered = False
+        self.finished = asyncio.Event()
+
+    # -- the transport the kernel sees --------------------------------------------
+
+    def accept(self, subprotocol: str | None) -> None:
+        self._push({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
+
+    def send(self, message: str | bytes) -> None:
+        if self._client_gone:
+            return
+        self._pending_bytes += len(message)
+        if self._pending_bytes > MAX_PENDING_BYTES:
+            log.warning("WebSocket client is not reading; dropping the connection")
+            self._outgoing.clear()
+            self._pending_bytes = 0
+            self._push({"type": "websocket.close", "code": 1011, "reason": "client too slow"})
+            self._client_gone = True  # nothing more is queued for it
+            return
+        if isinstance(message, str):
+            self._push({"type": "websocket.send", "text": message})
+        else:
+            self._push({"type": "websocket.send", "bytes": message})
+
+    def close(self, code: int, reason: str) -> None:
+        self._push({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _push(self, message: Message) -> None:
+        self._outgoing.append(message)
+        if self._writer is None or self._writer.done():
+            # One writer at a time keeps frames in order; it ends when the queue is empty.
+            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        while self._outgoing:
+            message = self._outgoing.popleft()
+            if message["type"] == "websocket.send":
+                data = message.get("text") or message.get("bytes") or b""
+                self._pending_bytes -= len(data)
+            try:
+                await self._send(message)
+            except Exception as exc:  # the client went away (uvicorn: ClientDisconnected)
+                log.debug("WebSocket send failed: %r", exc)
+                self._client_gone = True
+                self._outgoing.clear()
+                return
+            if message["type"] in ("websocket.accept", "websocket.close"):
+                self.answered = True
+
+    # -- the front's view: its own receive/send, until it hands the socket over ----------
+
+    async def front_send(self, message: Message) -> None:
+        """``send`` for front code that answers the handshake itself."""
+        if message["type"] in _ANSWERS:
+            self.answered = True
+        await self._send(message)
+
+    # -- the connection's task -------------------------------------------------------------
+
+    async def run(self, ws: WebSocket) -> None:
+        """Feed received frames to the object until the connection ends."""
+        self.websocket = ws
+        try:
+            while True:
+                event = await self._receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    text = event.get("text")
+                    data = text if text is not None else event.get("bytes") or b""
+                    self._delivering = True
+                    try:
+                        await deliver_message(ws, data)
+                    finally:
+                        self._delivering = False
+                    if self._stopping is not None:
+                        ws.close(*self._stopping)
+                elif kind == "websocket.disconnect":
+                    self._client_gone = True
+                    code = int(event.get("code") or 1005)
+                    await deliver_close(ws, code, event.get("reason") or "")
+                    return
+        finally:
+            await self._drain()
+            self.finished.set()
+
+    async def _drain(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.done():
+            # Frames already released (e.g. the close frame) still go out.
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout=5.0)
+            except TimeoutError:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+
+    def shut_down(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close after the message being handled (if any) finishes."""
+        ws = self.websocket
+        self._stopping = (code, reason)
+        if ws is not None and not self._delivering:
+            ws.close(code, reason)
+
+    async def refuse(self, response: starlette.responses.Response | None) -> None:
+        """Answer a handshake no object accepted: with ``response`` when the
+        server can send HTTP responses to upgrade requests, else close (403)."""
+        await self._drain()
+        if self.answered or self._client_gone:
+            return
+        self.answered = True
+        extensions = self.scope.get("extensions") or {}
+        if response is not None and "websocket.http.response" in extensions:
+            await response(self.scope, self._receive, self._send)
+        else:
+            await self._send({"type": "websocket.close", "code": 1008, "reason": ""})
