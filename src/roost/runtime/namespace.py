@@ -85,6 +85,13 @@ class Env(Mapping[str, Any]):
             known = ", ".join(sorted(self._bindings)) or "none"
             raise UnknownNamespace(f"no binding named {name!r} (bindings: {known})") from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._bindings
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The binding ``name``, or ``default`` when there is none."""
+        return self._bindings.get(name, default)
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)

@@ -1,0 +1,34 @@
+"""RateLimiter: one object per client IP, shared by every room that IP talks in."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from roost import DurableObject, Env, ObjectState
+
+
+class RateLimiter(DurableObject):
+    """Allows ``burst`` actions at once, then one per ``interval`` seconds.
+
+    The state is one number kept in memory: the time when the bucket is full
+    again ("theoretical arrival time").  Losing it on eviction only forgives a
+    client, so it is not worth a write per message.
+    """
+
+    def __init__(self, ctx: ObjectState, env: Env) -> None:
+        super().__init__(ctx, env)
+        config: dict[str, Any] = dict(env.get("RATE_LIMIT") or {})
+        self.interval = float(config.get("interval", 5.0))
+        self.burst = int(config.get("burst", 4))
+        self.next_free = 0.0
+
+    async def take(self) -> float:
+        """Use up one action; return 0 when allowed, else seconds to wait."""
+        now = time.monotonic()
+        start = max(self.next_free, now)
+        wait = start - now - (self.burst - 1) * self.interval
+        if wait > 0:
+            return wait
+        self.next_free = start + self.interval
+        return 0.0

@@ -1,0 +1,91 @@
+"""Fixtures shared by the server, CLI and example tests.
+
+Real servers: uvicorn on a free port of 127.0.0.1, in the test's event loop
+(``serve``) or as a ``roost`` subprocess (``tests/cli``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from roost import App
+from roost.cli.loader import load_module
+from roost.server import running
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+Serve = Callable[[App], AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+def serve() -> Serve:
+    """``async with serve(app) as url``: the app on uvicorn, shut down gracefully after."""
+
+    def start(app: App) -> AbstractAsyncContextManager[str]:
+        return running(app)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def examples() -> Callable[[str], ModuleType]:
+    """Import an example the way ``roost dev`` does: ``examples("chat")``."""
+
+    def load(name: str) -> ModuleType:
+        path = EXAMPLES / name
+        module, _ = load_module(str(path if path.is_dir() else path.with_suffix(".py")))
+        return module
+
+    return load
+
+
+def ws_url(url: str, path: str) -> str:
+    return url.replace("http://", "ws://", 1) + path
+
+
+class JsonSocket:
+    """A test client that speaks JSON messages, with a timeout on every receive."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+
+    async def send(self, message: Any) -> None:
+        await self.conn.send(message if isinstance(message, str) else json.dumps(message))
+
+    async def recv(self, within: float = 5.0) -> Any:
+        raw = await asyncio.wait_for(self.conn.recv(), within)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+
+    async def recv_n(self, count: int) -> list[Any]:
+        return [await self.recv() for _ in range(count)]
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[str], Any]]:
+    """``await clients(ws_url)`` opens a :class:`JsonSocket`; all close at the end."""
+    opened: list[ClientConnection] = []
+
+    async def open_socket(url: str, **options: Any) -> JsonSocket:
+        conn = await connect(url, open_timeout=5, **options)
+        opened.append(conn)
+        return JsonSocket(conn)
+
+    yield open_socket
+    for conn in opened:
+        await conn.close()
