@@ -39,6 +39,7 @@ from .. import codec
 from ..errors import (
     ObjectOverloaded,
     ObjectReset,
+    RoostError,
     RuntimeClosed,
     StorageLimitExceeded,
     WebSocketClosed,
@@ -599,8 +600,8 @@ async def _dispatch(ws: WebSocket, owner: _Owner, name: str, args: tuple[Any, ..
         )
     except ObjectOverloaded:
         ws.close(1013, "object overloaded; try again later")
-    except ObjectReset as exc:
-        log.warning("%s() of %s lost to a reset: %s", name, owner.namespace, exc)
-        ws.close(1011, "object reset")
     except RuntimeClosed:
         ws.close(1001, "server shutting down")
+    except RoostError as exc:  # the object was reset (a commit failed, ctx.abort())
+        log.warning("%s() of %s lost to a reset: %s", name, owner.namespace, exc)
+        ws.close(1011, "object reset")

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from .app import App
+from .protocol import WebSocketProtocol
 
 __all__ = ["Server", "bind", "make_config", "running"]
 
@@ -70,9 +71,11 @@ def find_app(app: Any) -> App | None:
 
 
 def make_config(app: Any, **options: Any) -> uvicorn.Config:
-    """A uvicorn config for a Roost app: lifespan on, message size from the App."""
+    """A uvicorn config for a Roost app: lifespan on, message size from the App,
+    and the WebSocket protocol that loses no message before a bad frame."""
     found = find_app(app)
     options.setdefault("lifespan", "on")
+    options.setdefault("ws", WebSocketProtocol)
     options.setdefault("timeout_graceful_shutdown", 30)
     if found is not None:
         options.setdefault("ws_max_size", found.max_message_size)
