@@ -112,7 +112,8 @@ class App:
         self._front_shutdown: asyncio.Queue[Message] | None = None
         self._connections: set[Connection] = set()
         self._started = False
-        self._closing = False
+        self._closing = False  # refusing new WebSockets
+        self._closed = False
         # Fail at import time, not at the first request, for a bad binding.
         Runtime(self._objects, env=self._config, **_check_options(runtime_options))
 
@@ -157,9 +158,9 @@ class App:
     async def close(self) -> None:
         """Graceful stop: close WebSockets with 1001 once the message each is
         handling is done, let running events finish, commit every write."""
-        if self._closing:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = True
         await self.close_websockets()
         await self._stop_front_lifespan()
         if self._runtime is not None:

@@ -1,0 +1,3 @@
+"""A module with no roost.App in it."""
+
+VALUE = 1
