@@ -15,5 +15,5 @@ def test_all_names_exist_and_are_documented() -> None:
 
 def test_no_private_module_leaks() -> None:
     public = {n for n in dir(roost) if not n.startswith("_")}
-    modules = {"codec", "errors", "http", "ids", "object", "runtime", "server", "storage"}
+    modules = {"cli", "codec", "errors", "http", "ids", "object", "runtime", "server", "storage"}
     assert public - modules - {"annotations"} <= set(roost.__all__)

@@ -89,7 +89,8 @@ def test_port_in_use(runner: CliRunner, tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         app = str(EXAMPLES / "counter.py")
         for command in ("serve", "dev"):
-            result = runner.invoke(main, [command, app, "--port", str(port), "--data", str(tmp_path)])
+            args = [command, app, "--port", str(port), "--data", str(tmp_path)]
+            result = runner.invoke(main, args)
             assert result.exit_code != 0
             assert f"port {port} on 127.0.0.1 is already in use" in result.output
 
@@ -190,11 +191,15 @@ async def test_dev_serves_reloads_and_keeps_data_beside_the_app(
         assert (await http.get("/counter/d/increment")).text == "1"
         assert (tmp_path / ".roost").is_dir()
         # An edit restarts the worker; the data stays.
-        app_file.write_text(
-            app_file.read_text().replace('text("Not Found", 404)', 'text("Nothing here", 404)')
-        )
+        edited = app_file.read_text().replace('text("Not Found", 404)', 'text("Nothing here", 404)')
         deadline = time.monotonic() + 30
+        rewrite_at = 0.0
         while time.monotonic() < deadline:
+            if time.monotonic() >= rewrite_at:
+                # Written again now and then, in case the watcher was not yet
+                # watching when the first write happened.
+                app_file.write_text(edited)
+                rewrite_at = time.monotonic() + 3
             try:
                 if (await http.get("/nowhere")).text == "Nothing here":
                     break
