@@ -163,7 +163,7 @@ class Runtime:
                 barrier = act.storage.output_barrier()
                 if barrier is not None:
                     try:
-                        await asyncio.shield(barrier)
+                        await barrier
                     except Exception:
                         log.exception("final commit failed for %s %s", act.namespace, act.object_id)
             if self._sweeper is not None:

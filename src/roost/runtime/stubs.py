@@ -105,4 +105,4 @@ async def _output_gate() -> None:
     if caller is not None:
         barrier = caller.storage.output_barrier()
         if barrier is not None:
-            await asyncio.shield(barrier)
+            await barrier
