@@ -358,7 +358,7 @@ class Storage(_KvApi):
         # True when the cache holds every key: a miss then means "absent".
         self._complete = False
         self._batch: WriteBatch | None = None
-        self._tail: asyncio.Future[None] | None = None
+        self._tail: CommitFuture | None = None
         self._broken: BaseException | None = None
         self._on_failure = on_failure
 
