@@ -1,13 +1,15 @@
-"""Fixtures shared by the server, CLI and example tests.
+"""Shared fixtures.
 
-Real servers: uvicorn on a free port of 127.0.0.1, in the test's event loop
-(``serve``) or as a ``roost`` subprocess (``tests/cli``).
+ROOST_SLOW=1 runs the long versions of soak and crash tests.  Real servers
+(uvicorn on a free port of 127.0.0.1) run in the test's event loop (``serve``)
+or as a ``roost`` subprocess (``tests/cli``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -21,10 +23,23 @@ from roost import App
 from roost.cli.loader import load_module
 from roost.server import running
 
+SLOW = os.environ.get("ROOST_SLOW") == "1"
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 Serve = Callable[[App], AbstractAsyncContextManager[str]]
+
+
+def scaled(quick: int, full: int) -> int:
+    """A count for a soak/fault loop: bounded in CI, larger with ROOST_SLOW=1."""
+    return full if SLOW else quick
+
+
+@pytest.fixture
+def data_dir(tmp_path: os.PathLike[str]) -> str:
+    path = os.path.join(tmp_path, "data")
+    os.makedirs(path)
+    return path
 
 
 @pytest.fixture

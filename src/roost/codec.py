@@ -121,14 +121,16 @@ _ENCODERS: Final[dict[type, Callable[[Any, Any], None]]] = {
 }
 
 
-def _tag_hook(*args: Any) -> Any:
-    # cbor2 5.x passes (decoder, tag); 6.x passes (tag, immutable).
-    tag = args[0] if isinstance(args[0], cbor2.CBORTag) else args[1]
-    if tag.tag == _TUPLE_TAG:
-        return tuple(tag.value)
-    if tag.tag == _NAIVE_DATETIME_TAG:
-        return datetime.fromisoformat(tag.value)
+def _unexpected_tag(tag: Any, _immutable: bool) -> Any:
     raise ValueError(f"unknown CBOR tag {tag.tag} in a stored value")
+
+
+# cbor2 6 calls a semantic decoder with the tag's content already decoded, and
+# whether it must be immutable (inside a dict key or set).
+_DECODERS: Final[dict[int, Callable[[Any, bool], Any]]] = {
+    _TUPLE_TAG: lambda content, _immutable: tuple(content),
+    _NAIVE_DATETIME_TAG: lambda content, _immutable: datetime.fromisoformat(content),
+}
 
 
 def encode(value: Any) -> bytes:
@@ -151,7 +153,7 @@ def decode(data: bytes) -> Any:
     if not data or data[0] != FORMAT_VERSION:
         version = data[0] if data else None
         raise ValueError(f"unsupported stored value format version {version!r}")
-    return cbor2.loads(data[1:], tag_hook=_tag_hook)
+    return cbor2.loads(data[1:], semantic_decoders=_DECODERS, tag_hook=_unexpected_tag)
 
 
 def copy_value(value: Any) -> Any:

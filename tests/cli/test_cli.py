@@ -21,8 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from roost.cli import main
-
-from ..conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT
 
 APPS = Path(__file__).parent / "apps"
 ROOST = [sys.executable, "-m", "roost"]

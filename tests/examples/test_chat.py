@@ -15,8 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from roost import App
 from roost.runtime import ManualClock
-
-from ..conftest import Serve, ws_url
+from tests.conftest import Serve, ws_url
 
 UNLIMITED = {"interval": 0.0, "burst": 1}
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..conftest import Serve, ws_url
+from tests.conftest import Serve, ws_url
 
 FLAGS = [
     "--headless",

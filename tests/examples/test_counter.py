@@ -10,8 +10,7 @@ from types import ModuleType
 import httpx
 
 from roost import App
-
-from ..conftest import Serve
+from tests.conftest import Serve
 
 
 def counter_app(examples: Callable[[str], ModuleType], data_dir: Path) -> App:

@@ -15,8 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from roost import App, DurableObject, Env, Request, Response
-
-from ..conftest import Serve
+from tests.conftest import Serve
 
 
 class Mirror(DurableObject):

@@ -14,8 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from roost import App, DurableObject, Env, Request, Response, WebSocket
 from roost.runtime import ManualClock
 from roost.storage import MemoryEngine
-
-from ..conftest import Serve, ws_url
+from tests.conftest import Serve, ws_url
 
 events: list[Any] = []
 

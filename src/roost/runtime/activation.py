@@ -189,7 +189,7 @@ class Activation:
         if barrier is not None:
             self.pending_outputs += 1
             try:
-                await asyncio.shield(barrier)
+                await barrier
             finally:
                 self.pending_outputs -= 1
                 self.last_used = self.runtime.clock.monotonic()

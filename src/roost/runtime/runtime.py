@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -165,7 +166,7 @@ class Runtime:
                 barrier = act.storage.output_barrier()
                 if barrier is not None:
                     try:
-                        await asyncio.shield(barrier)
+                        await barrier
                     except Exception:
                         log.exception("final commit failed for %s %s", act.namespace, act.object_id)
             if self._sweeper is not None:
@@ -227,7 +228,8 @@ class Runtime:
 
     def _evict_over_cap(self) -> None:
         excess = len(self._live) - self.max_live_objects
-        for act in list(self._live.values())[: excess + 64]:
+        # Look a little past the excess: the oldest few may be busy.
+        for act in list(itertools.islice(self._live.values(), excess + 64)):
             if excess <= 0:
                 break
             if act.idle:
@@ -237,10 +239,13 @@ class Runtime:
     def evict_idle(self) -> int:
         """Evict every object idle for ``idle_timeout`` or more; return how many."""
         cutoff = self.clock.monotonic() - self.idle_timeout
-        evicted = 0
-        for act in list(self._live.values()):
+        expired: list[Activation] = []
+        for act in self._live.values():
             if act.last_used > cutoff:
                 break  # the table is in least-recently-used order
+            expired.append(act)
+        evicted = 0
+        for act in expired:
             if act.idle:
                 self._evict(act)
                 evicted += 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -109,4 +108,4 @@ async def _output_gate() -> None:
     if caller is not None:
         barrier = caller.storage.output_barrier()
         if barrier is not None:
-            await asyncio.shield(barrier)
+            await barrier

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar, overload
 
 from .. import codec
-from ..errors import ObjectReset, SqlNotEnabled, StorageLimitExceeded
+from ..errors import CommitFailed, ObjectReset, SqlNotEnabled, StorageLimitExceeded
 from .engine import ListQuery, ObjectStore, WriteBatch
 
-__all__ = ["Storage", "StorageLimits", "Transaction"]
+__all__ = ["CommitFuture", "Storage", "StorageLimits", "Transaction"]
 
 T = TypeVar("T")
 
@@ -311,6 +311,23 @@ class Transaction(_KvApi):
         return _merge_range(query, self._overlay, None if self._cleared else self._parent._range)
 
 
+class CommitFuture(asyncio.Future[None]):
+    """The durability of one batch, awaited by every output that depends on it.
+
+    Many callers wait on the same future, so one caller's cancellation must not
+    cancel it for all: ``cancel()`` is refused, and a cancelled waiter gets its
+    ``CancelledError`` once the commit has settled.
+    """
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done():
+            self.set_exception(error)
+            self.exception()  # retrieved: callers that left early must not log it
+
+
 class Storage(_KvApi):
     """One object's private, strongly consistent, durable storage (``ctx.storage``)."""
 
@@ -341,7 +358,7 @@ class Storage(_KvApi):
         # True when the cache holds every key: a miss then means "absent".
         self._complete = False
         self._batch: WriteBatch | None = None
-        self._tail: asyncio.Future[None] | None = None
+        self._tail: CommitFuture | None = None
         self._broken: BaseException | None = None
         self._on_failure = on_failure
 
@@ -384,20 +401,14 @@ class Storage(_KvApi):
     def _write(self, key: str, entry: _Entry) -> None:
         self._check_open()
         self._cache[key] = entry
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = WriteBatch()
-            self._loop.call_soon(self._seal)
+        batch = self._batch or self._open_batch()
         batch.writes[key] = entry[0]
 
     def _clear(self) -> None:
         self._check_open()
         self._cache.clear()
         self._complete = True
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = WriteBatch()
-            self._loop.call_soon(self._seal)
+        batch = self._batch or self._open_batch()
         batch.clear = True
         batch.writes.clear()
 
@@ -416,39 +427,58 @@ class Storage(_KvApi):
 
     # -- the commit pipeline (used by the runtime) -----------------------------
 
+    def _open_batch(self) -> WriteBatch:
+        # Every event that writes before the next loop turn joins this batch, so
+        # their outputs share one commit (and the engine sees one batch, not many).
+        batch = self._batch = WriteBatch()
+        self._tail = CommitFuture(loop=self._loop)
+        self._loop.call_soon(self._seal)
+        return batch
+
     def _seal(self) -> None:
         batch, self._batch = self._batch, None
-        if not batch or self._broken is not None:
+        done = self._tail
+        if batch is None or done is None:
+            return
+        if self._broken is not None:
+            done.fail(self._broken)
             return
         try:
             future = self._store.commit(batch)
         except Exception as exc:
-            future = self._loop.create_future()
-            future.set_exception(exc)
-        self._tail = future
-        future.add_done_callback(self._committed)
-
-    def _committed(self, future: asyncio.Future[None]) -> None:
-        if future.cancelled():
+            self._failed(exc)
+            done.fail(exc)
             return
-        error = future.exception()
-        if error is not None and self._broken is None:
+        future.add_done_callback(lambda f: self._committed(f, done))
+
+    def _committed(self, future: asyncio.Future[None], done: CommitFuture) -> None:
+        error = CommitFailed("commit was cancelled") if future.cancelled() else future.exception()
+        if error is None:
+            done.set_result(None)
+        else:
+            self._failed(error)
+            done.fail(error)
+
+    def _failed(self, error: BaseException) -> None:
+        if self._broken is None:
             self._broken = error
             self._on_failure(error)
 
     def output_barrier(self) -> asyncio.Future[None] | None:
-        """Seal the open batch; return what a result must wait for (None: nothing)."""
-        if self._batch is not None:
-            self._seal()
+        """What a result must wait for: the commit of the latest batch (None: nothing).
+
+        Batches of one object commit in order, so the latest covers all earlier
+        writes.  The future cannot be cancelled by a waiter (it is shared).
+        """
         tail = self._tail
-        if tail is None or (tail.done() and not tail.cancelled() and tail.exception() is None):
+        if tail is None or (tail.done() and tail.exception() is None):
             return None
         return tail
 
     @property
     def has_pending_writes(self) -> bool:
         """True while some write of this object is not yet durable."""
-        return self._batch is not None or (self._tail is not None and not self._tail.done())
+        return self._tail is not None and not self._tail.done()
 
     def close(self, reason: BaseException) -> None:
         """Refuse every later operation (the object was reset or evicted)."""

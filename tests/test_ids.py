@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+import roost
+from roost.ids import IdFactory
+
+
+def test_name_ids_are_deterministic_64_hex_and_remember_the_name() -> None:
+    ids = IdFactory("COUNTER")
+    a, b = ids.from_name("alice"), ids.from_name("alice")
+    assert a == b and str(a) == str(b)
+    assert len(str(a)) == 64 and str(a) == str(a).lower()
+    int(str(a), 16)
+    assert a.name == "alice"
+    assert ids.from_name("bob") != a
+
+
+def test_namespaces_never_share_ids() -> None:
+    assert str(IdFactory("A").from_name("x")) != str(IdFactory("B").from_name("x"))
+
+
+def test_unique_ids_differ_and_parse_back() -> None:
+    ids = IdFactory("ROOM")
+    made = {str(ids.unique()) for _ in range(1000)}
+    assert len(made) == 1000
+    for text in list(made)[:20]:
+        parsed = ids.from_string(text)
+        assert str(parsed) == text and parsed.name is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "abc", "g" * 64, "A" * 64, "0" * 63, "0" * 65, " " + "0" * 63, "0" * 64 + "\n"],
+)
+def test_malformed_strings_are_refused(text: str) -> None:
+    with pytest.raises(roost.InvalidObjectId) as info:
+        IdFactory("ROOM").from_string(text)
+    assert isinstance(info.value, ValueError)
+    assert "64 lowercase hex" in str(info.value)
+
+
+def test_ids_of_another_namespace_are_refused() -> None:
+    other = str(IdFactory("OTHER").unique())
+    with pytest.raises(roost.InvalidObjectId, match="does not belong to namespace 'ROOM'"):
+        IdFactory("ROOM").from_string(other)
+
+
+def test_non_str_is_refused() -> None:
+    with pytest.raises(roost.InvalidObjectId):
+        IdFactory("ROOM").from_string(123)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        IdFactory("ROOM").from_name(b"x")  # type: ignore[arg-type]
