@@ -158,7 +158,9 @@ async def open_page(devtools_url: str, url: str) -> AsyncIterator[Page]:
         )
         page = Page(tools, attached["sessionId"])
         try:
-            await page.until("document.readyState === 'complete'", "the page to load")
+            # A new tab starts on about:blank, already "complete": wait for ours.
+            loaded = f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+            await page.until(loaded, "the page to load")
             yield page
         finally:
             tools.reader.cancel()
