@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +70,32 @@ def _listen(host: str, port: int) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+def _app_options(command: Callable[..., None]) -> Callable[..., None]:
+    """APP, --host, --port and --data: the same for `dev` and `serve`."""
+    for option in reversed(
+        [
+            click.argument("app", metavar="APP"),
+            click.option(
+                "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
+            ),
+            click.option("--port", default=8787, show_default=True, help="Port to listen on."),
+            click.option(
+                "--data",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Storage directory [default: .roost/ beside the app].",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 def _banner(what: str, url: str, data: Path) -> None:
     click.echo(f"roost {what}: {click.style(url, bold=True)}  (storage: {data})", err=True)
 
 
 @main.command()
-@click.argument("app", metavar="APP")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8787, show_default=True, help="Port to listen on.")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Storage directory [default: .roost/ beside the app].",
-)
+@_app_options
 @click.option("--reload/--no-reload", default=True, show_default=True, help="Restart on edits.")
 def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None:
     """Run APP for development: auto-reload, durable storage in .roost/.
@@ -115,14 +129,7 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
 
 
 @main.command()
-@click.argument("app", metavar="APP")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8787, show_default=True, help="Port to listen on.")
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Storage directory [default: .roost/ beside the app].",
-)
+@_app_options
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),

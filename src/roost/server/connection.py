@@ -161,6 +161,9 @@ class Connection(SocketTransport):
             return
         self.answered = True
         extensions = self.scope.get("extensions") or {}
+        if response is not None and response.status_code == 101:
+            log.error("fetch() answered 101 but no object accepted the WebSocket")
+            response = None
         if response is not None and "websocket.http.response" in extensions:
             await response(self.scope, self._receive, self._send)
         else:
