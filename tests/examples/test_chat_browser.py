@@ -166,6 +166,7 @@ async def open_page(devtools_url: str, url: str) -> AsyncIterator[Page]:
             tools.reader.cancel()
 
 
+@pytest.mark.timeout(900)  # the first run on a new machine installs Chromium
 async def test_page_joins_sends_and_receives(
     browser: str,
     examples: Callable[[str], ModuleType],

@@ -389,35 +389,23 @@ def _gate_for(act: Activation | None) -> asyncio.Future[BaseException | None] | 
     if act is None:
         return None
     loop = act.runtime.loop
+    gate: asyncio.Future[BaseException | None] = loop.create_future()
     if act.broken is not None:
-        gate: asyncio.Future[BaseException | None] = loop.create_future()
         gate.set_result(act.broken)
         return gate
-    storage = act.storage
-    if not storage.has_pending_writes:
+    # The commit of the object's latest batch (the open one, if any: writes made
+    # after `send` in the same step join it, so the batch stays atomic).
+    barrier = act.storage.output_barrier()
+    if barrier is None:
         return None
-    gate = loop.create_future()
 
-    def capture() -> None:
-        # Runs after the open batch was sealed (the seal was scheduled first), so
-        # writes made after `send` in the same step stay in the same atomic batch.
-        if act.broken is not None:
-            gate.set_result(act.broken)
-            return
-        barrier = storage.output_barrier()
-        if barrier is None:
-            gate.set_result(None)
-            return
+    def committed(done: asyncio.Future[None]) -> None:
+        if done.cancelled():
+            gate.set_result(ObjectReset("the commit was cancelled"))
+        else:
+            gate.set_result(done.exception())
 
-        def committed(done: asyncio.Future[None]) -> None:
-            if done.cancelled():
-                gate.set_result(ObjectReset("the commit was cancelled"))
-            else:
-                gate.set_result(done.exception())
-
-        barrier.add_done_callback(committed)
-
-    loop.call_soon(capture)
+    barrier.add_done_callback(committed)
     return gate
 
 
