@@ -112,6 +112,8 @@ class Connection(SocketTransport):
     async def run(self, ws: WebSocket) -> None:
         """Feed received frames to the object until the connection ends."""
         self.websocket = ws
+        if self._stopping is not None:  # shutdown began while the front was busy
+            ws.close(*self._stopping)
         try:
             while True:
                 event = await self._receive()
