@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from time import monotonic
 from typing import Any
 
 from roost import DurableObject, Env, ObjectState
@@ -25,7 +25,7 @@ class RateLimiter(DurableObject):
 
     async def take(self) -> float:
         """Use up one action; return 0 when allowed, else seconds to wait."""
-        now = time.monotonic()
+        now = monotonic()
         start = max(self.next_free, now)
         wait = start - now - (self.burst - 1) * self.interval
         if wait > 0:

@@ -156,7 +156,11 @@ async def test_serve_sigterm_loses_no_acknowledged_write(
     limits = httpx.Limits(max_connections=100)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
         in_flight = [asyncio.ensure_future(http.get("/increment")) for _ in range(30)]
-        await asyncio.sleep(0.15)  # let them reach the object (each takes 0.3 s there)
+        # Each increment writes, then stays in the object for 1 s: once all 30
+        # writes are visible, all 30 requests are in flight.
+        deadline = time.monotonic() + 20
+        while int((await http.get("/value")).text) < 30:
+            assert time.monotonic() < deadline, "the increments did not arrive"
         proc.send_signal(signal.SIGTERM)
         results = await asyncio.gather(*in_flight, return_exceptions=True)
     acknowledged = [int(r.text) for r in results if isinstance(r, httpx.Response)]
@@ -172,7 +176,7 @@ async def test_serve_sigterm_loses_no_acknowledged_write(
     async with httpx.AsyncClient(base_url=url) as http:
         value = int((await http.get("/value")).text)
     assert value >= max(acknowledged)
-    assert value == len(acknowledged)  # every request was in flight and finished
+    assert value == len(acknowledged) == 30  # every request was in flight and finished
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 

@@ -179,18 +179,26 @@ async def test_rate_limit_per_ip(chat: Callable[..., App], serve: Serve, clients
         assert await bob.recv() == limited
 
 
-async def test_rate_limiter_refills(examples: Callable[[str], ModuleType]) -> None:
+async def test_rate_limiter_refills(
+    examples: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from roost import Runtime
 
-    limiter_cls = examples("chat").ratelimit.RateLimiter
-    env = {"RATE_LIMIT": {"interval": 0.2, "burst": 2}}
-    async with Runtime({"LIMITERS": limiter_cls}, env=env) as runtime:
+    ratelimit = examples("chat").ratelimit
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit, "monotonic", lambda: now[0])
+    env = {"RATE_LIMIT": {"interval": 5.0, "burst": 2}}
+    async with Runtime({"LIMITERS": ratelimit.RateLimiter}, env=env) as runtime:
         stub = runtime.env.LIMITERS.get_by_name("10.0.0.1")
         assert [await stub.take() for _ in range(2)] == [0.0, 0.0]
-        wait = await stub.take()
-        assert 0 < wait <= 0.2
-        await asyncio.sleep(wait + 0.01)  # the limiter reads real time by design
-        assert await stub.take() == 0.0
+        assert await stub.take() == 5.0  # the burst is used up
+        now[0] += 4.0
+        assert await stub.take() == 1.0
+        now[0] += 1.0
+        assert await stub.take() == 0.0  # one message per interval, sustained
+        assert await stub.take() == 5.0
+        now[0] += 60.0  # a long pause refills the burst, no more
+        assert [await stub.take() for _ in range(3)] == [0.0, 0.0, 5.0]
         other = runtime.env.LIMITERS.get_by_name("10.0.0.2")
         assert await other.take() == 0.0
 

@@ -11,7 +11,7 @@ class SlowCounter(DurableObject):
     async def increment(self) -> int:
         value: int = (await self.ctx.storage.get("value") or 0) + 1
         await self.ctx.storage.put("value", value)
-        await asyncio.sleep(0.3)  # outside I/O: other increments interleave here
+        await asyncio.sleep(1.0)  # outside I/O: other increments interleave here
         return value
 
     async def fetch(self, request: Request) -> Response:
