@@ -28,8 +28,7 @@ from .errors import (
 from .http import Request, Response
 from .ids import ObjectId
 from .object import DurableObject, ObjectState
-from .runtime import Env, Namespace, Runtime, RuntimeStatistics, Stub
-from .runtime.websockets import WebSocket
+from .runtime import Env, Namespace, Runtime, RuntimeStatistics, Stub, WebSocket
 from .server import App
 from .storage import Storage, StorageLimits, Transaction
 

@@ -1,7 +1,9 @@
 """The kernel: activation table, per-object event path and gates, eviction.
 
 Everything else in Roost (server, CLI, later the cluster) uses this package
-through :class:`Runtime`, :class:`Namespace` and :class:`Stub` only.
+through :class:`Runtime`, :class:`Namespace` and :class:`Stub`, and for
+WebSockets through :class:`WebSocket`, :class:`SocketTransport` (what a server
+implements) and :func:`deliver_message` / :func:`deliver_close`.
 """
 
 from .clock import Clock, ManualClock, SystemClock
@@ -9,6 +11,14 @@ from .namespace import Env, Namespace
 from .router import LocalRouter, Router
 from .runtime import Runtime, RuntimeStatistics
 from .stubs import Stub
+from .websockets import (
+    SocketRegistry,
+    SocketStatistics,
+    SocketTransport,
+    WebSocket,
+    deliver_close,
+    deliver_message,
+)
 
 __all__ = [
     "Clock",
@@ -19,6 +29,12 @@ __all__ = [
     "Router",
     "Runtime",
     "RuntimeStatistics",
+    "SocketRegistry",
+    "SocketStatistics",
+    "SocketTransport",
     "Stub",
     "SystemClock",
+    "WebSocket",
+    "deliver_close",
+    "deliver_message",
 ]

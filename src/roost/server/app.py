@@ -33,8 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import RoostError, RuntimeClosed
 from ..http import WEBSOCKET_EXTENSION, Request
 from ..object import DurableObject
-from ..runtime import Env, Runtime
-from ..runtime.websockets import WebSocket
+from ..runtime import Env, Runtime, WebSocket
 from .connection import Connection
 
 __all__ = ["App", "FetchHandler"]

@@ -20,7 +20,7 @@ from typing import Final
 import starlette.responses
 from starlette.types import Message, Receive, Scope, Send
 
-from ..runtime.websockets import SocketTransport, WebSocket, deliver_close, deliver_message
+from ..runtime import SocketTransport, WebSocket, deliver_close, deliver_message
 
 __all__ = ["Connection"]
 
