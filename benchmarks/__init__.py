@@ -1,0 +1,1 @@
+"""Roost's benchmark suite: ``scripts/bench`` runs it (see README.md here)."""

@@ -1,0 +1,132 @@
+"""``scripts/bench [--quick] [--runs N] [SCENARIO...]``: run, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .harness import Figure
+from .scenarios import cold, http, million, rpc
+
+SCENARIOS = (
+    "http-read-hot",
+    "http-inc-hot",
+    "http-inc-spread",
+    "http-inc-hot-c1",
+    "rpc-inc",
+    "cold-activation",
+    "million-objects",
+)
+MODULES = (http, rpc, cold, million)
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def _machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pinned": shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2,
+    }
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="run every scenario briefly, once")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    only = set(args.scenarios or SCENARIOS)
+    runs = args.runs or (1 if args.quick else 3)
+    if any(s.startswith("http") for s in only) and shutil.which("wrk") is None:
+        print("scripts/bench: wrk is not installed (Debian package 'wrk')", file=sys.stderr)
+        return 2
+
+    console = Console()
+    figures: list[Figure] = []
+    for module in MODULES:
+        for figure in module.run(args.quick, runs, only):
+            figures.append(figure)
+            console.print(
+                f"[dim]{figure.scenario} · {figure.figure}: {_fmt(figure.median)} {figure.unit}"
+            )
+
+    table = Table(title=f"Roost benchmarks ({'quick' if args.quick else 'full'}, {runs} run(s))")
+    for column in (
+        "scenario",
+        "figure",
+        "median",
+        "min",
+        "max",
+        "unit",
+        "vs (a) dict",
+        "vs (b) sqlite",
+    ):
+        table.add_column(
+            column, justify="right" if column not in ("scenario", "figure") else "left"
+        )
+    for f in figures:
+        ratios = f.ratios()
+        table.add_row(
+            f.scenario,
+            f.figure,
+            _fmt(f.median),
+            _fmt(min(f.runs)),
+            _fmt(max(f.runs)),
+            f.unit,
+            _fmt(ratios["a-dict"]) + "×" if "a-dict" in ratios else "",
+            _fmt(ratios["b-sqlite"]) + "×" if "b-sqlite" in ratios else "",
+        )
+    console.print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "quick": args.quick,
+                "runs": runs,
+                "machine": _machine(),
+                "figures": [f.as_json() for f in figures],
+            },
+            indent=2,
+        )
+    )
+    console.print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

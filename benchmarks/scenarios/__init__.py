@@ -1,0 +1,1 @@
+"""Benchmark scenarios; each module's ``run(quick, runs)`` returns Figures."""

@@ -1,0 +1,130 @@
+"""HTTP scenarios: Roost's counter example against the two baselines, under wrk."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..harness import VENV_BIN, Figure, free_port, http_get, server, wrk
+
+
+def _commands(kind: str, port: int, data: Path) -> tuple[list[str], dict[str, str]]:
+    uvicorn = [
+        str(VENV_BIN / "uvicorn"),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    if kind == "roost":
+        return [
+            str(VENV_BIN / "roost"), "serve", "examples/counter.py",
+            "--host", "127.0.0.1", "--port", str(port), "--data", str(data),
+        ], {}  # fmt: skip
+    if kind == "dict":
+        return [*uvicorn, "benchmarks.baselines.dict_app:app"], {}
+    return [*uvicorn, "benchmarks.baselines.sqlite_app:app"], {
+        "COUNTER_DB": str(data / "counters.sqlite3")
+    }
+
+
+TARGETS = ("roost", "dict", "sqlite")
+
+
+def _measure(
+    scenario: str, *, path: str, connections: int, spread: int, quick: bool, runs: int
+) -> dict[str, list[dict[str, float]]]:
+    seconds = 1 if quick else 8
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
+    for run in range(runs):
+        # Rotate the order so no target always runs first (or on a warmer machine).
+        order = TARGETS[run % 3 :] + TARGETS[: run % 3]
+        for target in order:
+            with tempfile.TemporaryDirectory(prefix=f"bench-{target}-") as tmp:
+                port = free_port()
+                argv, env = _commands(target, port, Path(tmp))
+                url = f"http://127.0.0.1:{port}"
+                with server(argv, port=port, env=env):
+                    warm = wrk(url, seconds=1, connections=connections, path=path, spread=spread)
+                    report = wrk(
+                        url, seconds=seconds, connections=connections, path=path, spread=spread
+                    )
+                    if scenario == "http-inc-hot":
+                        stored = int(http_get(f"{url}/counter/hot"))
+                        ok = warm["ok"] + report["ok"]
+                        unanswered = (warm["sent"] - warm["ok"]) + (report["sent"] - report["ok"])
+                        report["stored"] = stored
+                        report["acked"] = ok
+                        report["unanswered"] = unanswered
+                        if not ok <= stored <= ok + unanswered:
+                            raise AssertionError(
+                                f"{target}: stored {stored} but {ok} increments were "
+                                f"acknowledged and {unanswered} were unanswered"
+                            )
+                results[target].append(report)
+    return results
+
+
+def _throughput(scenario: str, results: dict[str, list[dict[str, float]]]) -> Figure:
+    figure = Figure(scenario, "throughput", "req/s")
+    figure.runs = [r["rps"] for r in results["roost"]]
+    figure.baselines = {
+        "a-dict": [r["rps"] for r in results["dict"]],
+        "b-sqlite": [r["rps"] for r in results["sqlite"]],
+    }
+    errors = sum(r["errors"] for r in results["roost"])
+    if errors:
+        figure.note = f"{errors} non-2xx/socket errors in Roost's runs"
+    return figure
+
+
+def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
+    figures: list[Figure] = []
+    if "http-read-hot" in only:
+        res = _measure(
+            "http-read-hot", path="/counter/hot", connections=64, spread=0, quick=quick, runs=runs
+        )
+        figures.append(_throughput("http-read-hot", res))
+    if "http-inc-hot" in only:
+        res = _measure(
+            "http-inc-hot",
+            path="/counter/hot/increment",
+            connections=64,
+            spread=0,
+            quick=quick,
+            runs=runs,
+        )
+        fig = _throughput("http-inc-hot", res)
+        checks = [
+            f"stored {r['stored']:.0f} = acked {r['acked']:.0f} + {r['stored'] - r['acked']:.0f} "
+            f"of {r['unanswered']:.0f} unanswered at stop"
+            for r in res["roost"]
+        ]
+        fig.note = "; ".join(filter(None, [fig.note, *checks]))
+        figures.append(fig)
+    if "http-inc-spread" in only:
+        res = _measure(
+            "http-inc-spread",
+            path="/counter/hot/increment",
+            connections=64,
+            spread=10_000,
+            quick=quick,
+            runs=runs,
+        )
+        figures.append(_throughput("http-inc-spread", res))
+    if "http-inc-hot-c1" in only:
+        res = _measure(
+            "http-inc-hot-c1",
+            path="/counter/hot/increment",
+            connections=1,
+            spread=0,
+            quick=quick,
+            runs=runs,
+        )
+        for pct in ("p50", "p99"):
+            fig = Figure("http-inc-hot-c1", f"latency {pct}", "ms", higher_is_better=False)
+            fig.runs = [r[f"{pct}_us"] / 1000 for r in res["roost"]]
+            fig.baselines = {
+                "a-dict": [r[f"{pct}_us"] / 1000 for r in res["dict"]],
+                "b-sqlite": [r[f"{pct}_us"] / 1000 for r in res["sqlite"]],
+            }
+            figures.append(fig)
+    return figures
