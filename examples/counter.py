@@ -6,27 +6,34 @@
     curl localhost:8787/counter/apples              ->  2
 
 ``GET /counter/{name}`` returns the value, ``/increment`` and ``/decrement``
-change it and return the new value, as plain-text integers; anything else is
+change it and return the new value, as plain-text integers; any other path is
 404.  Values live in the object's storage and survive restarts.
 
-It shows both ways into an object: the front code calls ``increment`` as RPC
-(``await stub.increment()``) and forwards the other requests over HTTP to the
-object's own ``fetch`` (``await stub.fetch(request)``).
+It shows both ways into an object: the front calls ``value`` and ``increment``
+as RPC (``await stub.increment()``: a method call, by value), and forwards the
+decrement request over HTTP to the object's own ``fetch``
+(``await stub.fetch(request)``: the object sees the method, path and headers).
 """
 
 from __future__ import annotations
 
-from roost import App, DurableObject, Env, Request, Response
+from starlette.routing import Route
+
+from roost import App, DurableObject, Request, Response, Stub
 
 
 class Counter(DurableObject):
     """One counter.  Each event runs alone against its storage, so a
     read-modify-write needs no lock (DESIGN §4)."""
 
+    async def value(self) -> int:
+        """RPC: the current value."""
+        return int(await self.ctx.storage.get("value") or 0)
+
     async def increment(self, by: int = 1) -> int:
         """RPC: add ``by`` and return the new value."""
-        value: int = (await self.ctx.storage.get("value") or 0) + by
-        await self.ctx.storage.put("value", value)
+        value = await self.value() + by
+        self.ctx.storage.put("value", value)  # no await needed: the output gate holds the reply
         return value
 
     async def decrement(self) -> int:
@@ -34,34 +41,37 @@ class Counter(DurableObject):
         return await self.increment(-1)
 
     async def fetch(self, request: Request) -> Response:
-        """HTTP: the last path segment says what to do."""
-        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-        if action == "increment":
-            value = await self.increment()
-        elif action == "decrement":
-            value = await self.decrement()
-        else:
-            value = await self.ctx.storage.get("value") or 0
-        return text(str(value))
+        """HTTP: ``.../decrement`` subtracts one; any other path reads."""
+        if request.url.path.endswith("/decrement"):
+            return text(await self.decrement())
+        return text(await self.value())
 
 
-async def fetch(request: Request, env: Env) -> Response:
-    """The front: route ``/counter/{name}[/increment|/decrement]`` to the named counter."""
-    parts = request.url.path.strip("/").split("/")
-    if request.method != "GET" or parts[0] != "counter" or len(parts) not in (2, 3):
-        return text("Not Found", 404)
-    if not parts[1] or (len(parts) == 3 and parts[2] not in ("increment", "decrement")):
-        return text("Not Found", 404)
-    stub = env.COUNTER.get_by_name(parts[1])
-    if parts[-1] == "increment" and len(parts) == 3:
-        # RPC: a method call, by value, with no HTTP in between.
-        return text(str(await stub.increment()))
-    # HTTP: the object's fetch() sees this request's method, path and headers.
-    return await stub.fetch(request)
+def counter(request: Request) -> Stub:
+    """The stub of the counter named in the path (front code reaches objects by stubs)."""
+    return request.state.env.COUNTER.get_by_name(request.path_params["name"])
 
 
-def text(body: str, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="text/plain")
+async def read(request: Request) -> Response:
+    return text(await counter(request).value())
 
 
-app = App({"COUNTER": Counter}, fetch=fetch)
+async def increment(request: Request) -> Response:
+    return text(await counter(request).increment())
+
+
+async def decrement(request: Request) -> Response:
+    return await counter(request).fetch(request)
+
+
+def text(value: int) -> Response:
+    return Response(str(value), media_type="text/plain")
+
+
+routes = [
+    Route("/counter/{name}", read),
+    Route("/counter/{name}/increment", increment),
+    Route("/counter/{name}/decrement", decrement),
+]
+
+app = App({"COUNTER": Counter}, routes=routes)

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import starlette.requests
 import starlette.responses
-from starlette.types import Message
+from starlette.datastructures import URL
+from starlette.types import Message, Receive
 
 if TYPE_CHECKING:
     from .runtime.websockets import WebSocket
@@ -48,8 +49,7 @@ class Request(starlette.requests.Request):
         body: bytes | str = b"",
     ) -> Request:
         """Make a request from a URL (a bare path gets ``http://object``)."""
-        raw = body.encode() if isinstance(body, str) else bytes(body)
-        return RequestMessage(method, url, encode_headers(headers), raw).to_request()
+        return RequestMessage.build(url, method=method, headers=headers, body=body).to_request()
 
     @property
     def websocket(self) -> WebSocket | None:
@@ -94,6 +94,43 @@ def encode_headers(
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
 
 
+def _absolute(url: str) -> str:
+    return "http://object" + (url if url.startswith("/") else "/" + url)
+
+
+def _may_have_body(headers: _Headers) -> bool:
+    for key, value in headers:
+        if key == b"content-length":
+            return value != b"0"
+        if key == b"transfer-encoding":
+            return True
+    return False
+
+
+def _url_of(connection: starlette.requests.HTTPConnection) -> str:
+    """The connection's URL as a string, without Starlette's slower URL object."""
+    cached = getattr(connection, "_url", None)
+    if cached is not None:
+        return str(cached)
+    scope = connection.scope
+    scheme = scope.get("scheme", "http")
+    host = None
+    for key, value in scope["headers"]:
+        if key == b"host":
+            host = value.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else "object"
+    path = scope.get("root_path", "") + scope["path"]
+    query = scope.get("query_string", b"")
+    return (
+        f"{scheme}://{host}{path}?{query.decode('latin-1')}"
+        if query
+        else (f"{scheme}://{host}{path}")
+    )
+
+
 @dataclass(slots=True)
 class RequestMessage:
     """A request by value: what crosses a stub for ``fetch``."""
@@ -109,22 +146,38 @@ class RequestMessage:
     websocket: WebSocket | None = None
 
     @classmethod
+    def build(
+        cls,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        body: bytes | str = b"",
+    ) -> RequestMessage:
+        """A request made in code (it gets a content-length when it has a body)."""
+        raw = body.encode() if isinstance(body, str) else bytes(body)
+        encoded = encode_headers(headers)
+        if raw and not any(k in (b"content-length", b"transfer-encoding") for k, _ in encoded):
+            encoded.append((b"content-length", str(len(raw)).encode()))
+        return cls(method, url, encoded, raw)
+
+    @classmethod
     async def from_request(cls, request: starlette.requests.HTTPConnection) -> RequestMessage:
         """Copy a Starlette ``Request``, or a ``WebSocket`` still in its handshake."""
-        client = (request.client.host, request.client.port) if request.client else None
-        ws: WebSocket | None = request.scope.get("extensions", {}).get(WEBSOCKET_EXTENSION)
-        if isinstance(request, starlette.requests.Request) and request.scope["type"] == "http":
-            method, body = request.method, await request.body()
+        scope = request.scope
+        client = scope.get("client")
+        ws: WebSocket | None = scope.get("extensions", {}).get(WEBSOCKET_EXTENSION)
+        headers = list(scope["headers"])
+        if isinstance(request, starlette.requests.Request) and scope["type"] == "http":
+            method = scope["method"]
+            body = await request.body() if _may_have_body(headers) else b""
         else:
             method, body = "GET", b""  # an upgrade request has no body
-        return cls(method, str(request.url), list(request.headers.raw), body, client, ws)
+        client = (client[0], client[1]) if client else None
+        return cls(method, _url_of(request), headers, body, client, ws)
 
     def to_scope(self) -> dict[str, Any]:
-        url = (
-            self.url
-            if "://" in self.url
-            else "http://object" + (self.url if self.url.startswith("/") else "/" + self.url)
-        )
+        url = self.url if "://" in self.url else _absolute(self.url)
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
         headers = list(self.headers)
@@ -147,6 +200,12 @@ class RequestMessage:
         }
 
     def to_request(self) -> Request:
+        request = Request(self.to_scope(), self._receive())
+        # We hold the URL already; building it again from the scope is slow.
+        request._url = URL(self.url if "://" in self.url else _absolute(self.url))
+        return request
+
+    def _receive(self) -> Receive:
         body = self.body
         sent = False
 
@@ -157,7 +216,7 @@ class RequestMessage:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return Request(self.to_scope(), receive)
+        return receive
 
 
 @dataclass(slots=True)

@@ -194,7 +194,8 @@ async def test_dev_serves_reloads_and_keeps_data_beside_the_app(
         assert (await http.get("/counter/d/increment")).text == "1"
         assert (tmp_path / ".roost").is_dir()
         # An edit restarts the worker; the data stays.
-        edited = app_file.read_text().replace('text("Not Found", 404)', 'text("Nothing here", 404)')
+        edited = app_file.read_text().replace("Response(str(value),", 'Response("=" + str(value),')
+        assert edited != app_file.read_text()
         deadline = time.monotonic() + 30
         rewrite_at = 0.0
         while time.monotonic() < deadline:
@@ -204,14 +205,15 @@ async def test_dev_serves_reloads_and_keeps_data_beside_the_app(
                 app_file.write_text(edited)
                 rewrite_at = time.monotonic() + 3
             try:
-                if (await http.get("/nowhere")).text == "Nothing here":
+                if (await http.get("/counter/d")).text == "=1":
                     break
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the edit was not picked up")
-        assert (await http.get("/counter/d")).text == "1"
+        # The reloaded app read the value the first worker stored.
+        assert (await http.get("/counter/d/increment")).text == "=2"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     assert f"roost dev: http://127.0.0.1:{port}" in output(proc)

@@ -15,7 +15,7 @@ from tests.conftest import Serve
 
 def counter_app(examples: Callable[[str], ModuleType], data_dir: Path) -> App:
     module = examples("counter")
-    return App({"COUNTER": module.Counter}, fetch=module.fetch, data_dir=data_dir)
+    return App({"COUNTER": module.Counter}, routes=module.routes, data_dir=data_dir)
 
 
 async def test_routes(examples: Callable[[str], ModuleType], serve: Serve, tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ async def test_routes(examples: Callable[[str], ModuleType], serve: Serve, tmp_p
         assert await get("/counter/apples") == (200, "1")  # counters are independent
         for path in ("/", "/counter", "/counter/", "/counter/a/reset", "/counter/a/b/c", "/x/a"):
             assert (await get(path))[0] == 404, path
-        assert (await http.post("/counter/apples/increment")).status_code == 404
+        assert (await http.post("/counter/apples/increment")).status_code == 405
         response = await http.get("/counter/apples")
         assert response.headers["content-type"].startswith("text/plain")
 

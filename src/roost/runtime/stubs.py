@@ -8,7 +8,7 @@ from typing import Any
 import starlette.requests
 
 from .. import codec
-from ..http import RequestMessage, Response, encode_headers
+from ..http import RequestMessage, Response
 from ..ids import ObjectId
 from .activation import current_activation
 from .router import Router
@@ -68,12 +68,7 @@ class Stub:
         object, which accepts it and answers status 101.
         """
         if isinstance(request, str):
-            message = RequestMessage(
-                method,
-                request,
-                encode_headers(headers),
-                body.encode() if isinstance(body, str) else bytes(body),
-            )
+            message = RequestMessage.build(request, method=method, headers=headers, body=body)
         elif isinstance(request, starlette.requests.HTTPConnection):
             message = await RequestMessage.from_request(request)
         else:

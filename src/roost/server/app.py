@@ -187,7 +187,8 @@ class App:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self.start()  # without lifespan: start on the first request
+        if not self._started:
+            await self.start()  # without lifespan: start on the first request
         scope = self._scope_with_env(scope)
         if kind == "http":
             await self._http(scope, receive, send)
@@ -195,8 +196,15 @@ class App:
             await self._websocket(scope, receive, send)
 
     def _scope_with_env(self, scope: Scope) -> Scope:
-        state = {**(scope.get("state") or {}), **self._front_state, "env": self.env}
-        return {**scope, "state": state}
+        # The server gives each request its own scope and its own copy of the
+        # lifespan state, so filling it in place is safe (and saves two copies).
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        if self._front_state:
+            state.update(self._front_state)
+        state["env"] = self.env
+        return scope
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._fetch is None:

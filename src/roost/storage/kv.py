@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, overload
+from typing import Any, Final, Generic, TypeVar, overload
 
 from .. import codec
 from ..errors import CommitFailed, ObjectReset, SqlNotEnabled, StorageLimitExceeded
@@ -118,6 +118,31 @@ def _entry_value(entry: _Entry) -> Any:
     return value
 
 
+class Done(Generic[T]):
+    """The result of a storage call, ready at once, to be awaited.
+
+    Storage calls finish before they return (reads come from the cache or a
+    local read, writes go to the open batch), so ``put`` and ``delete`` take
+    effect even when not awaited, as in Cloudflare; ``await`` gives the result
+    and never suspends, so no other event can slip in.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._value
+        yield  # a generator that never yields: await returns at once
+
+    def __repr__(self) -> str:
+        return f"<storage result {self._value!r}>"
+
+
+_DONE: Final[Done[None]] = Done(None)
+
+
 class _KvApi(ABC):
     """The public KV methods, written once over four primitives."""
 
@@ -171,25 +196,25 @@ class _KvApi(ABC):
         return [self._check_key(k) for k in keys]
 
     @overload
-    async def get(self, key: str) -> Any: ...
+    def get(self, key: str) -> Done[Any]: ...
     @overload
-    async def get(self, key: Iterable[str]) -> dict[str, Any]: ...
+    def get(self, key: Iterable[str]) -> Done[dict[str, Any]]: ...
 
-    async def get(self, key: str | Iterable[str]) -> Any:
+    def get(self, key: str | Iterable[str]) -> Done[Any]:
         """The value stored under ``key`` (None when absent), or for a list of keys
         a dict of the keys that exist, in the order asked."""
         if isinstance(key, str):
-            return _entry_value(self._lookup(self._check_key(key)))
+            return Done(_entry_value(self._lookup(self._check_key(key))))
         keys = self._check_keys(key)
         found = self._lookup_many(keys)
-        return {k: _entry_value(found[k]) for k in keys if found[k][0] is not None}
+        return Done({k: _entry_value(found[k]) for k in keys if found[k][0] is not None})
 
     @overload
-    async def put(self, key: str, value: Any) -> None: ...
+    def put(self, key: str, value: Any) -> Done[None]: ...
     @overload
-    async def put(self, key: Mapping[str, Any]) -> None: ...
+    def put(self, key: Mapping[str, Any]) -> Done[None]: ...
 
-    async def put(self, key: str | Mapping[str, Any], value: Any = None) -> None:
+    def put(self, key: str | Mapping[str, Any], value: Any = None) -> Done[None]:
         """Store ``value`` under ``key``, or every pair of a dict, in one batch.
 
         Raises ``TypeError`` for a value Roost cannot store and
@@ -198,36 +223,38 @@ class _KvApi(ABC):
         if isinstance(key, str):
             entry = self._encode(self._check_key(key), value)
             self._write(key, entry)
-            return
+            return _DONE
         if not isinstance(key, Mapping):
             raise TypeError(f"put() takes a str key or a dict, not {type(key).__name__}")
         entries = [(self._check_key(k), self._encode(k, v)) for k, v in key.items()]
         for k, entry in entries:
             self._write(k, entry)
+        return _DONE
 
     @overload
-    async def delete(self, key: str) -> bool: ...
+    def delete(self, key: str) -> Done[bool]: ...
     @overload
-    async def delete(self, key: Iterable[str]) -> int: ...
+    def delete(self, key: Iterable[str]) -> Done[int]: ...
 
-    async def delete(self, key: str | Iterable[str]) -> bool | int:
+    def delete(self, key: str | Iterable[str]) -> Done[bool] | Done[int]:
         """Delete ``key`` (returns whether it existed), or a list of keys
         (returns how many existed)."""
         if isinstance(key, str):
             existed = self._lookup(self._check_key(key))[0] is not None
             self._write(key, _ABSENT)
-            return existed
+            return Done(existed)
         keys = self._check_keys(key)
         found = self._lookup_many(keys)
         for k in keys:
             self._write(k, _ABSENT)
-        return sum(1 for k in set(keys) if found[k][0] is not None)
+        return Done(sum(1 for k in set(keys) if found[k][0] is not None))
 
-    async def delete_all(self) -> None:
+    def delete_all(self) -> Done[None]:
         """Delete every key of this object."""
         self._clear()
+        return _DONE
 
-    async def list(
+    def list(
         self,
         *,
         start: str | None = None,
@@ -236,14 +263,14 @@ class _KvApi(ABC):
         prefix: str | None = None,
         reverse: bool = False,
         limit: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Done[dict[str, Any]]:
         """Key-value pairs in key order (descending with ``reverse``).
 
         ``start`` is inclusive, ``start_after`` exclusive, ``end`` exclusive;
         ``prefix`` keeps only keys that begin with it; ``limit`` caps the count.
         """
         query = _make_query(start, start_after, end, prefix, reverse, limit)
-        return {k: codec.decode(v) for k, v in self._range(query)}
+        return Done({k: codec.decode(v) for k, v in self._range(query)})
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn(txn)`` atomically: its writes apply together when it returns,
