@@ -1,9 +1,10 @@
-"""The kernel: activation table, per-object event path and gates, eviction.
+"""The kernel: activation table, per-object event path and gates, eviction, alarms.
 
 Everything else in Roost (server, CLI, later the cluster) uses this package
 through :class:`Runtime`, :class:`Namespace` and :class:`Stub` only.
 """
 
+from .alarms import AlarmInfo, AlarmScheduler, AlarmStatistics
 from .clock import Clock, ManualClock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
@@ -11,6 +12,9 @@ from .runtime import Runtime, RuntimeStatistics
 from .stubs import Stub
 
 __all__ = [
+    "AlarmInfo",
+    "AlarmScheduler",
+    "AlarmStatistics",
     "Clock",
     "Env",
     "LocalRouter",

@@ -21,6 +21,7 @@ from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
 from ..storage.sqlite import SqliteEngine
 from .activation import Activation, ObjectRaised, _Moved
+from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
@@ -122,6 +123,8 @@ class Runtime:
         self._activations = 0
         self._evictions = 0
         self._resets = 0
+        #: Delivers alarms (runtime/alarms.py).
+        self.alarms = AlarmScheduler(self)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class Runtime:
         self.engine.start(loop)
         self._loop = loop
         self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
+        self.alarms.start(loop)
 
     async def close(self) -> None:
         """Stop taking events, let running ones finish, commit all writes, close storage."""
@@ -151,6 +155,7 @@ class Runtime:
             return
         self._closing = True
         if self._loop is not None:
+            await self.alarms.close()
             # Let in-flight events and held outputs finish (bounded: a stuck
             # event must not hang shutdown forever).
             for _ in range(1000):

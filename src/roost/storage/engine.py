@@ -209,6 +209,10 @@ class StorageEngine(ABC):
         """Index rows due at ``now_ms`` or earlier, earliest first, at most ``limit``."""
 
     @abstractmethod
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        """The index row of one object, if it has one."""
+
+    @abstractmethod
     def next_alarm_after(self, now_ms: int) -> int | None:
         """The earliest due time later than ``now_ms`` in the index, if any."""
 

@@ -227,11 +227,16 @@ class MemoryEngine(StorageEngine):
         taken = self._take_while(limit, now_ms)
         for item in taken:
             heapq.heappush(self._heap, item)
-        entries = []
-        for _, _, key in taken:
-            row = self.alarms[key]
-            entries.append(AlarmEntry(*key, row.due_ms, row.retry_count, row.gen, row.sql))
-        return entries
+        return [self._entry(key, self.alarms[key]) for _, _, key in taken]
+
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        key = (namespace, object_id)
+        row = self.alarms.get(key)
+        return None if row is None else self._entry(key, row)
+
+    @staticmethod
+    def _entry(key: _Key, row: _AlarmRow) -> AlarmEntry:
+        return AlarmEntry(*key, row.due_ms, row.retry_count, row.gen, row.sql)
 
     def next_alarm_after(self, now_ms: int) -> int | None:
         taken = self._take_while(len(self._heap), now_ms)

@@ -308,6 +308,17 @@ class SqliteEngine(StorageEngine):
         )
         return [_entry(row) for row in rows]
 
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        row = (
+            self.reader()
+            .execute(
+                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE ns=? AND object=?",
+                (namespace, bytes.fromhex(object_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else _entry(row)
+
     def next_alarm_after(self, now_ms: int) -> int | None:
         row = (
             self.reader()
