@@ -97,9 +97,9 @@ class ObjectFiles:
             return None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
+            # No other connection should ever hold the file: fail fast if one does
+            # (say, a second server on the same data directory).
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
         try:

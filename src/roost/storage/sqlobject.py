@@ -131,7 +131,9 @@ class SqlObjectStore(ObjectStore):
         host = self._host
         future = host.loop.create_future()
         if self.broken is not None:
-            future.set_exception(_broken(self))
+            # Fail on the next turn, like any commit: the store's owner sees the
+            # failure (and resets the object) before the caller's output does.
+            host.loop.call_soon(_set_failed, future, _broken(self))
             return future
         try:
             db = self.database
@@ -140,7 +142,7 @@ class SqlObjectStore(ObjectStore):
             db.apply(batch)
         except Exception as exc:
             self._fail(exc)
-            future.set_exception(_broken(self))
+            host.loop.call_soon(_set_failed, future, self.broken)
             return future
         db.unsealed = False
         self._waiting.append(future)
@@ -232,6 +234,11 @@ class SqlObjectStore(ObjectStore):
             with contextlib.suppress(sqlite3.Error):
                 db.rollback()
             self._host.release_database(self.namespace, self.object_id, db)
+
+
+def _set_failed(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if not future.done():
+        future.set_exception(error or CommitFailed("commit failed"))
 
 
 def _broken(store: ObjectStore) -> BaseException:
