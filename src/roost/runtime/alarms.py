@@ -191,19 +191,22 @@ class AlarmScheduler:
                 continue  # more may be due
             next_due = engine.next_alarm_after(now)
             self._sleeping_until = float("inf") if next_due is None else next_due
-            await self._sleep(wake, None if next_due is None else (next_due - now) / 1000)
+            await self._sleep(wake, next_due)
             self._sleeping_until = float("inf")
 
-    async def _sleep(self, wake: asyncio.Event, delay: float | None) -> None:
-        waiter = asyncio.ensure_future(wake.wait())
-        timer = None if delay is None else asyncio.ensure_future(self._runtime.clock.sleep(delay))
+    async def _sleep(self, wake: asyncio.Event, until_ms: int | None) -> None:
+        async def timer(until: int) -> None:
+            # The delay is measured when the timer starts, not when it was asked for.
+            await self._runtime.clock.sleep((until - self._now_ms()) / 1000)
+
+        waits = [asyncio.ensure_future(wake.wait())]
+        if until_ms is not None:
+            waits.append(asyncio.ensure_future(timer(until_ms)))
         try:
-            waits = [t for t in (waiter, timer) if t is not None]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (waiter, timer):
-                if t is not None and not t.done():
-                    t.cancel()
+            for waiting in waits:
+                waiting.cancel()
 
     def _launch(self, entry: AlarmEntry) -> None:
         key = (entry.namespace, entry.object_id)
