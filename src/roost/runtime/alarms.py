@@ -199,7 +199,7 @@ class AlarmScheduler:
             # The delay is measured when the timer starts, not when it was asked for.
             await self._runtime.clock.sleep((until - self._now_ms()) / 1000)
 
-        waits = [asyncio.ensure_future(wake.wait())]
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait())]
         if until_ms is not None:
             waits.append(asyncio.ensure_future(timer(until_ms)))
         try:
