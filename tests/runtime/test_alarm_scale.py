@@ -34,9 +34,7 @@ async def test_100k_alarms_bounded_memory_in_due_order(tmp_path: Path) -> None:
     start = int(clock.time() * 1000)
     dues = [start + 1000 + i for i in range(N)]
     random.Random(4).shuffle(dues)  # set in an order unrelated to the due order
-    runtime = roost.Runtime(
-        {"TICK": Tick}, data_dir=tmp_path, clock=clock, max_live_objects=1000
-    )
+    runtime = roost.Runtime({"TICK": Tick}, data_dir=tmp_path, clock=clock, max_live_objects=1000)
     async with runtime:
         ns = runtime.env.TICK
         for chunk in range(0, N, 500):

@@ -302,3 +302,10 @@ async def test_sql_and_kv_survive_a_restart(roost_runtime_factory: Factory, tmp_
     stub = second.env.NOTES.get_by_name("a")
     assert await stub.bodies() == ["kept"]
     assert await run_in_object(stub, lambda obj, ctx: ctx.storage.get("last")) == "kept"
+
+
+async def test_internal_statements_leave_no_mark_users_can_read(roost_env: roost.Env) -> None:
+    stub = roost_env.NOTES.get_by_name("a")
+    schema = await stub.run("SELECT name, sql FROM sqlite_master")
+    assert {"_roost_kv", "_roost_alarm", "notes"} <= {r["name"] for r in schema}
+    assert not any("roost " in (r["sql"] or "") for r in schema)

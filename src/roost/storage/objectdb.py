@@ -32,8 +32,12 @@ _TAG: Final = secrets.token_hex(8)
 
 
 def internal(sql: str) -> str:
-    """Mark ``sql`` as Roost's own statement (see the module docstring)."""
-    return f"{sql} /* roost {_TAG} */"
+    """Mark ``sql`` as Roost's own statement (see the module docstring).
+
+    The mark leads the statement: SQLite keeps the text of a ``CREATE`` from
+    its first keyword on in ``sqlite_master``, so the tag never shows there.
+    """
+    return f"/* roost {_TAG} */ {sql}"
 
 
 _SCHEMA: Final = (
@@ -62,13 +66,18 @@ _USER_SCHEMA: Final = internal(
 )
 
 
-def configure_connection(conn: sqlite3.Connection, *, on_disk: bool) -> None:
-    """Settings of every object connection (before the policy is installed)."""
+def configure_connection(conn: sqlite3.Connection, *, on_disk: bool, new: bool = True) -> None:
+    """Settings of every object connection (before the policy is installed).
+
+    ``new=False`` for a file that exists: its WAL mode is already recorded in
+    the file (setting it again costs a lock round trip).
+    """
     if on_disk:
         # One connection per file for its whole life: no shared-memory index,
         # no other process may open it meanwhile.
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        conn.execute("PRAGMA journal_mode=WAL")
+        if new:
+            conn.execute("PRAGMA journal_mode=WAL")
         # COMMIT only hands the WAL frames to the OS; WalSyncer fsyncs them.
         conn.execute("PRAGMA synchronous=OFF")
         # Checkpoints run when Roost says, with syncing turned on for them.

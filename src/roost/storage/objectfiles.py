@@ -93,17 +93,19 @@ class ObjectFiles:
         path = self.path(namespace, object_id)
         key = str(path)
         self._wait_closed(key)
-        if not create and not path.exists():
+        exists = path.exists()
+        if not create and not exists:
             return None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not exists:
+                path.parent.mkdir(parents=True, exist_ok=True)
             # No other connection should ever hold the file: fail fast if one does
             # (say, a second server on the same data directory).
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
         try:
-            configure_connection(conn, on_disk=True)
+            configure_connection(conn, on_disk=True, new=not exists)
             db = ObjectDatabase(conn)
         except sqlite3.Error as exc:
             conn.close()
