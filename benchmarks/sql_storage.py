@@ -80,7 +80,7 @@ async def alarms(data: Path, cls: type[roost.DurableObject], n: int) -> float:
     due = int(clock.time() * 1000) + 1000
     async with roost.Runtime({"T": cls}, data_dir=data, clock=clock, max_live_objects=2000) as rt:
         ns = rt.env.T
-        for chunk in range(0, n, 500):
+        for _ in range(n // 500):
             await asyncio.gather(*(ns.get(ns.new_unique_id()).arm(due) for _ in range(500)))
         start = time.perf_counter()
         await clock.advance(2)
