@@ -110,6 +110,23 @@ class ListQuery:
     reverse: bool = False
     limit: int | None = None
 
+    def sql_tail(self) -> tuple[str, list[object]]:
+        """The range as SQL to append after ``WHERE ...`` on a ``key`` column,
+        with its parameters (for engines built on SQL)."""
+        sql: list[str] = []
+        params: list[object] = []
+        if self.low is not None:
+            sql.append("AND key > ?" if self.low_open else "AND key >= ?")
+            params.append(self.low)
+        if self.high is not None:
+            sql.append("AND key < ?")
+            params.append(self.high)
+        sql.append("ORDER BY key DESC" if self.reverse else "ORDER BY key")
+        if self.limit is not None:
+            sql.append("LIMIT ?")
+            params.append(self.limit)
+        return " ".join(sql), params
+
     def contains(self, key: str) -> bool:
         if self.low is not None and (key < self.low or (self.low_open and key == self.low)):
             return False

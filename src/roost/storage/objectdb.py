@@ -21,7 +21,7 @@ import contextlib
 import secrets
 import sqlite3
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 from .engine import ListQuery, WriteBatch
 from .sqlpolicy import INTERNAL_PREFIX, StatementPolicy
@@ -167,20 +167,11 @@ class ObjectDatabase:
             return found
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
-        sql = ["SELECT key, value FROM _roost_kv WHERE 1"]
-        params: list[Any] = []
-        if query.low is not None:
-            sql.append("AND key > ?" if query.low_open else "AND key >= ?")
-            params.append(query.low)
-        if query.high is not None:
-            sql.append("AND key < ?")
-            params.append(query.high)
-        sql.append("ORDER BY key DESC" if query.reverse else "ORDER BY key")
-        if query.limit is not None:
-            sql.append("LIMIT ?")
-            params.append(query.limit)
+        tail, params = query.sql_tail()
         with self.trusted() as conn:
-            return list(conn.execute(internal(" ".join(sql)), params))
+            return list(
+                conn.execute(internal(f"SELECT key, value FROM _roost_kv WHERE 1 {tail}"), params)
+            )
 
     def read_alarm(self) -> int | None:
         with self.trusted() as conn:

@@ -125,19 +125,13 @@ class _SqliteObjectStore(ObjectStore):
         return found
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
-        sql = ["SELECT key, value FROM kv WHERE ns=? AND object=?"]
-        params: list[Any] = [self._ns, self._object]
-        if query.low is not None:
-            sql.append("AND key > ?" if query.low_open else "AND key >= ?")
-            params.append(query.low)
-        if query.high is not None:
-            sql.append("AND key < ?")
-            params.append(query.high)
-        sql.append("ORDER BY key DESC" if query.reverse else "ORDER BY key")
-        if query.limit is not None:
-            sql.append("LIMIT ?")
-            params.append(query.limit)
-        return list(self._engine.reader().execute(" ".join(sql), params))
+        tail, params = query.sql_tail()
+        return list(
+            self._engine.reader().execute(
+                f"SELECT key, value FROM kv WHERE ns=? AND object=? {tail}",
+                (self._ns, self._object, *params),
+            )
+        )
 
     def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
         return self._engine.enqueue(self, batch)

@@ -28,36 +28,7 @@ __all__ = ["INTERNAL_PREFIX", "SAFE_PRAGMAS", "StatementPolicy"]
 #: Tables whose names start with this (any case) are Roost's.
 INTERNAL_PREFIX: Final = "_roost_"
 
-#: PRAGMAs user SQL may run, only to read (never ``PRAGMA x = value``).  Those
-#: marked as taking an argument (a table or index name) may have one.
-SAFE_PRAGMAS: Final = frozenset(
-    {
-        "table_info",
-        "table_xinfo",
-        "table_list",
-        "index_info",
-        "index_xinfo",
-        "index_list",
-        "foreign_key_list",
-        "foreign_key_check",
-        "collation_list",
-        "quick_check",
-        "integrity_check",
-        "page_count",
-        "page_size",
-        "freelist_count",
-        "data_version",
-        "user_version",
-        "schema_version",
-        "foreign_keys",
-        "defer_foreign_keys",
-        "function_list",
-        "module_list",
-        "pragma_list",
-        "compile_options",
-        "encoding",
-    }
-)
+#: Read-only PRAGMAs that take an argument (a table or index name).
 _PRAGMAS_WITH_ARGUMENT: Final = frozenset(
     {
         "table_info",
@@ -72,6 +43,23 @@ _PRAGMAS_WITH_ARGUMENT: Final = frozenset(
         "integrity_check",
     }
 )
+#: PRAGMAs user SQL may run, only to read (never ``PRAGMA x = value``).
+SAFE_PRAGMAS: Final = _PRAGMAS_WITH_ARGUMENT | {
+    "collation_list",
+    "page_count",
+    "page_size",
+    "freelist_count",
+    "data_version",
+    "user_version",
+    "schema_version",
+    "foreign_keys",
+    "defer_foreign_keys",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "compile_options",
+    "encoding",
+}
 #: PRAGMAs that may also be *set*: they only change how the current
 #: transaction checks constraints.
 _SETTABLE_PRAGMAS: Final = frozenset({"defer_foreign_keys"})
