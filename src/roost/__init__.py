@@ -2,10 +2,11 @@
 
 Layers, each using only the public interface of the one below::
 
-    server / cli  ->  runtime (kernel: activations, gates, eviction)  ->  storage
+    server / cli  ->  runtime (kernel: activations, gates, eviction, alarms)  ->  storage
                       stubs -> router (local now, remote later)
 
-The public API is re-exported here; modules whose names start with ``_`` and
+``roost.testing`` (fixtures and helpers for users' tests) sits on top of the
+runtime's public API.  The public API is re-exported here; modules whose names start with ``_`` and
 names not listed in ``__all__`` are internal.
 """
 
@@ -18,7 +19,9 @@ from .errors import (
     RoostError,
     RpcMethodNotFound,
     RuntimeClosed,
+    SqlError,
     SqlNotEnabled,
+    SqlStatementRefused,
     StorageError,
     StorageLimitExceeded,
     UnknownNamespace,
@@ -28,13 +31,14 @@ from .errors import (
 from .http import Request, Response
 from .ids import ObjectId
 from .object import DurableObject, ObjectState
-from .runtime import Env, Namespace, Runtime, RuntimeStatistics, Stub, WebSocket
+from .runtime import AlarmInfo, Env, Namespace, Runtime, RuntimeStatistics, Stub, WebSocket
 from .server import App
-from .storage import Storage, StorageLimits, Transaction
+from .storage import SqlCursor, SqlStorage, Storage, StorageLimits, Transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlarmInfo",
     "App",
     "CommitFailed",
     "DurableObject",
@@ -53,7 +57,11 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "RuntimeStatistics",
+    "SqlCursor",
+    "SqlError",
     "SqlNotEnabled",
+    "SqlStatementRefused",
+    "SqlStorage",
     "Storage",
     "StorageError",
     "StorageLimitExceeded",

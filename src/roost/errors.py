@@ -12,6 +12,10 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
     ├── StorageError
     │   ├── StorageLimitExceeded (ValueError)   key or value over the configured limit
     │   ├── SqlNotEnabled                        storage.sql on a class without sql=True
+    │   ├── SqlError (ValueError)                a SQL statement failed: syntax, constraint,
+    │   │   │                                    wrong parameters, ``one()`` on != 1 row
+    │   │   └── SqlStatementRefused              a statement the contract forbids (BEGIN,
+    │   │                                        ATTACH, unsafe PRAGMA, internal tables)
     │   └── CommitFailed                         a batch could not be made durable
     ├── ObjectReset                          the instance was dropped (failed commit,
     │                                        ctx.abort()); its held outputs fail
@@ -47,7 +51,9 @@ __all__ = [
     "RoostError",
     "RpcMethodNotFound",
     "RuntimeClosed",
+    "SqlError",
     "SqlNotEnabled",
+    "SqlStatementRefused",
     "StorageError",
     "StorageLimitExceeded",
     "UnknownNamespace",
@@ -86,6 +92,31 @@ class StorageLimitExceeded(StorageError, ValueError):
 
 class SqlNotEnabled(StorageError):
     """``storage.sql`` was used on a class declared without ``sql=True``."""
+
+
+class SqlError(StorageError, ValueError):
+    """A SQL statement failed; nothing it did remains (its batch goes on).
+
+    Raised for syntax errors, constraint violations, wrong parameters and a
+    ``one()`` that did not find exactly one row.
+    """
+
+    #: SQLite's name for the error, e.g. ``"SQLITE_CONSTRAINT_UNIQUE"`` (``None``
+    #: when the error was found by Roost, not SQLite).
+    sqlite_error: str | None = None
+
+    def __init__(self, message: str, *, sqlite_error: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlite_error = sqlite_error
+
+
+class SqlStatementRefused(SqlError):
+    """A statement the storage contract forbids; it was not run and changed nothing.
+
+    Refused: transaction control by hand (``BEGIN``, ``COMMIT``, ``SAVEPOINT``;
+    use ``transaction_sync``), ``ATTACH``/``DETACH``, PRAGMAs outside a read-only
+    list, loading extensions, and any access to Roost's internal tables.
+    """
 
 
 class CommitFailed(StorageError):

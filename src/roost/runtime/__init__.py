@@ -1,4 +1,4 @@
-"""The kernel: activation table, per-object event path and gates, eviction.
+"""The kernel: activation table, per-object event path and gates, eviction, alarms.
 
 Everything else in Roost (server, CLI, later the cluster) uses this package
 through :class:`Runtime`, :class:`Namespace` and :class:`Stub`, and for
@@ -6,6 +6,7 @@ WebSockets through :class:`WebSocket`, :class:`SocketTransport` (what a server
 implements) and :func:`deliver_message` / :func:`deliver_close`.
 """
 
+from .alarms import AlarmInfo, AlarmScheduler, AlarmStatistics
 from .clock import Clock, ManualClock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
@@ -21,6 +22,9 @@ from .websockets import (
 )
 
 __all__ = [
+    "AlarmInfo",
+    "AlarmScheduler",
+    "AlarmStatistics",
     "Clock",
     "Env",
     "LocalRouter",

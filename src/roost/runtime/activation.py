@@ -87,7 +87,7 @@ class Activation:
         self.object_id = object_id
         self.key = (namespace, object_id.hex)
         self.storage = Storage(
-            runtime.engine.open_object(namespace, object_id.hex),
+            runtime.engine.open_object(namespace, object_id.hex, sql=cls.sql_enabled),
             limits=runtime.limits,
             loop=loop,
             on_failure=self._storage_failed,

@@ -79,6 +79,9 @@ class ManualClock(Clock):
         """Move time forward by ``seconds`` and run everything that became due."""
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
+        # First let tasks that are ready run up to their next wait, so that a
+        # sleep they are about to start counts from the time before the move.
+        await _settle()
         target = self._monotonic + seconds
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, future = heapq.heappop(self._sleepers)

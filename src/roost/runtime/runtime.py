@@ -22,6 +22,7 @@ from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
 from ..storage.sqlite import SqliteEngine
 from .activation import Activation, ObjectRaised, _Moved
+from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
@@ -126,6 +127,8 @@ class Runtime:
         self._activations = 0
         self._evictions = 0
         self._resets = 0
+        #: Delivers alarms (runtime/alarms.py).
+        self.alarms = AlarmScheduler(self)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class Runtime:
         self.engine.start(loop)
         self._loop = loop
         self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
+        self.alarms.start(loop)
 
     async def close(self) -> None:
         """Stop taking events, let running ones finish, commit all writes, close storage."""
@@ -155,6 +159,7 @@ class Runtime:
             return
         self._closing = True
         if self._loop is not None:
+            await self.alarms.close()
             # Let in-flight events and held outputs finish (bounded: a stuck
             # event must not hang shutdown forever).
             for _ in range(1000):

@@ -1,19 +1,26 @@
 """Storage: the per-object KV API and the engines that keep it durable.
 
-``kv`` is what objects see; ``engine`` is the seam; ``sqlite`` (embedded,
-durable) and ``memory`` (ephemeral) implement it.
+``kv`` (and ``sql``, for SQL objects) is what objects see; ``engine`` is the
+seam; ``sqlite`` (embedded, durable) and ``memory`` (ephemeral) implement it.
+SQL objects' own databases: ``objectdb`` (connection and internal tables),
+``sqlpolicy`` (what user SQL may do), ``sqlobject`` (their batches),
+``objectfiles`` and ``syncer`` (files on disk and their fsync).
 """
 
-from .engine import Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .engine import AlarmEntry, Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch
 from .kv import Storage, StorageLimits, Transaction
 from .memory import MemoryEngine
+from .sql import SqlCursor, SqlStorage
 from .sqlite import SqliteEngine
 
 __all__ = [
+    "AlarmEntry",
     "Durability",
     "ListQuery",
     "MemoryEngine",
     "ObjectStore",
+    "SqlCursor",
+    "SqlStorage",
     "SqliteEngine",
     "Storage",
     "StorageEngine",

@@ -14,6 +14,16 @@ through two small interfaces:
 Batches of one object are committed in the order they were submitted.  When a
 batch fails, the store is *broken*: that batch and every later batch of it fail,
 and the runtime resets the object.
+
+Objects of SQL classes (``sql=True``) get a store with a database of their own
+(:attr:`ObjectStore.database`); their SQL writes join the same batches.
+
+Alarms: each object has at most one, written in its batches like a key.  The
+engine also keeps an *alarm index* ordered by due time, which the runtime's
+scheduler reads in order (:meth:`StorageEngine.due_alarms`).  For KV-only
+objects the index row *is* the alarm; for SQL objects the alarm lives in the
+object's own database and the index holds a due time no later than it (see
+``docs/alarms.md``).
 """
 
 from __future__ import annotations
@@ -22,9 +32,13 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .objectdb import ObjectDatabase
 
 __all__ = [
+    "AlarmEntry",
     "Durability",
     "ListQuery",
     "ObjectStore",
@@ -46,9 +60,40 @@ class WriteBatch:
     clear: bool = False
     #: Key to encoded value; ``None`` deletes the key.
     writes: dict[str, bytes | None] = field(default_factory=dict)
+    #: True when the batch changes the alarm to ``alarm_ms``.
+    alarm_changed: bool = False
+    #: The new alarm (epoch milliseconds), or ``None`` to delete it.
+    alarm_ms: int | None = None
+    #: True when the object's own database holds SQL writes of this batch
+    #: (made directly on its open transaction by ``storage.sql.exec``).
+    sql: bool = False
 
     def __bool__(self) -> bool:
-        return self.clear or bool(self.writes)
+        return self.clear or bool(self.writes) or self.alarm_changed or self.sql
+
+    def set_alarm(self, alarm_ms: int | None) -> None:
+        """Make this batch set the alarm to ``alarm_ms`` (``None``: delete it)."""
+        self.alarm_changed = True
+        self.alarm_ms = alarm_ms
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEntry:
+    """One row of the alarm index, as the scheduler reads it."""
+
+    namespace: str
+    object_id: str
+    #: When the scheduler should next look at the object (epoch ms): the alarm
+    #: time, or the time of the next retry after a failure.
+    due_ms: int
+    #: Failed deliveries so far.
+    retry_count: int
+    #: Bumped by every write of the row; updates by the scheduler are
+    #: compare-and-set on it, so they never undo a newer ``set_alarm``.
+    gen: int
+    #: True when the alarm itself lives in the object's own (SQL) database and
+    #: this row is only a lower bound of its time.
+    sql: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +110,23 @@ class ListQuery:
     reverse: bool = False
     limit: int | None = None
 
+    def sql_tail(self) -> tuple[str, list[object]]:
+        """The range as SQL to append after ``WHERE ...`` on a ``key`` column,
+        with its parameters (for engines built on SQL)."""
+        sql: list[str] = []
+        params: list[object] = []
+        if self.low is not None:
+            sql.append("AND key > ?" if self.low_open else "AND key >= ?")
+            params.append(self.low)
+        if self.high is not None:
+            sql.append("AND key < ?")
+            params.append(self.high)
+        sql.append("ORDER BY key DESC" if self.reverse else "ORDER BY key")
+        if self.limit is not None:
+            sql.append("LIMIT ?")
+            params.append(self.limit)
+        return " ".join(sql), params
+
     def contains(self, key: str) -> bool:
         if self.low is not None and (key < self.low or (self.low_open and key == self.low)):
             return False
@@ -74,8 +136,36 @@ class ListQuery:
 class ObjectStore(ABC):
     """One object's durable state inside an engine."""
 
-    def __init__(self) -> None:
+    #: True for the stores of SQL objects (they have :attr:`database`).
+    sql_capable: bool = False
+
+    def __init__(self, namespace: str, object_id: str) -> None:
         self.broken: BaseException | None = None
+        #: The object's namespace (binding name).
+        self.namespace = namespace
+        #: The object's ID (64 hex characters).
+        self.object_id = object_id
+
+    @property
+    def database(self) -> ObjectDatabase | None:
+        """The object's own SQL database (``None`` for KV-only objects)."""
+        return None
+
+    @abstractmethod
+    def read_alarm(self) -> int | None:
+        """The object's alarm (epoch ms) as last committed, or ``None``."""
+
+    def durable_alarm(self) -> int | None:
+        """The alarm as of the last batch known durable (SQL stores refine this)."""
+        return self.read_alarm()
+
+    def close(self) -> None:
+        """Release what the store holds (the object was evicted or reset).
+
+        Uncommitted writes are dropped; batches already handed to :meth:`commit`
+        still complete.  Stores that hold nothing keep this default.
+        """
+        return None
 
     @abstractmethod
     def read(self, keys: list[str]) -> dict[str, bytes]:
@@ -105,6 +195,9 @@ class StorageEngine(ABC):
 
     def __init__(self) -> None:
         self.fault_hook: FaultHook | None = None
+        #: Called on the event loop with the due time (epoch ms) of every alarm a
+        #: committed batch set; the scheduler uses it to wake up early.
+        self.alarm_listener: Callable[[int], None] | None = None
 
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -115,12 +208,58 @@ class StorageEngine(ABC):
         """Finish every queued commit, then release all resources."""
 
     @abstractmethod
-    def open_object(self, namespace: str, object_id: str) -> ObjectStore:
-        """The store of one object (cheap: no I/O for an object never written)."""
+    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+        """The store of one object (cheap: no I/O for an object never written).
+
+        ``sql=True`` gives the store of an object of a SQL class: a database of
+        its own, reached through :attr:`ObjectStore.database`.
+        """
 
     @abstractmethod
     def list_object_ids(self, namespace: str) -> list[str]:
         """IDs (hex) of the objects of ``namespace`` that have stored data."""
+
+    # -- the alarm index (read by the scheduler) ---------------------------------
+
+    @abstractmethod
+    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
+        """Index rows due at ``now_ms`` or earlier, earliest first, at most ``limit``."""
+
+    @abstractmethod
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        """The index row of one object, if it has one."""
+
+    @abstractmethod
+    def next_alarm_after(self, now_ms: int) -> int | None:
+        """The earliest due time later than ``now_ms`` in the index, if any."""
+
+    @abstractmethod
+    def update_alarm(
+        self, entry: AlarmEntry, *, due_ms: int | None, retry_count: int
+    ) -> asyncio.Future[bool]:
+        """Reschedule (or, with ``due_ms=None``, remove) an index row, only if its
+        ``gen`` is still ``entry.gen``; the future tells whether it was changed.
+
+        For a KV-only object's row only the scheduling changes (``due_ms``,
+        ``retry_count``); its alarm stays what the object last wrote.
+        """
+
+    @abstractmethod
+    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+        """The committed alarm of a SQL object that is not live, read from its database."""
+
+    def alarm_committed(self, future: asyncio.Future[None], batch: WriteBatch) -> None:
+        """Tell :attr:`alarm_listener` when ``future`` succeeds, if ``batch`` set an alarm."""
+        due = batch.alarm_ms
+        if not batch.alarm_changed or due is None or self.alarm_listener is None:
+            return
+        listener = self.alarm_listener
+
+        def done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                listener(due)
+
+        future.add_done_callback(done)
 
     def check_fault(self, store: ObjectStore, batch: WriteBatch) -> None:
         hook = self.fault_hook

@@ -8,6 +8,10 @@ The batch is sealed on the next turn of the event loop (that is, at the first
 await on anything outside storage) and handed to the engine, which commits it
 while the object goes on working.  The runtime's output gate waits on
 :meth:`Storage.output_barrier` before it releases a result.
+
+The alarm is written the same way (it joins the batch), and for SQL objects so
+are the statements run through :attr:`Storage.sql` (they run at once in the
+open transaction of the object's database, and the batch's seal commits them).
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar, overload
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from .. import codec
 from ..errors import CommitFailed, ObjectReset, SqlNotEnabled, StorageLimitExceeded
 from .engine import ListQuery, ObjectStore, WriteBatch
+from .sql import SqlStorage
+
+if TYPE_CHECKING:
+    from .objectdb import ObjectDatabase
 
 __all__ = ["CommitFuture", "Storage", "StorageLimits", "Transaction"]
 
@@ -111,6 +120,24 @@ def _merge_range(
     return [(k, merged[k]) for k in keys]
 
 
+def alarm_time_ms(when: datetime | int | float) -> int:
+    """An alarm time as epoch milliseconds: from an aware ``datetime`` or a number of ms."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(
+                "set_alarm() needs an aware datetime (with tzinfo, e.g. "
+                "datetime.now(timezone.utc)), or epoch milliseconds"
+            )
+        return round(when.timestamp() * 1000)
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(
+            f"set_alarm() takes a datetime or epoch milliseconds, not {type(when).__name__}"
+        )
+    if when != when or when in (float("inf"), float("-inf")):
+        raise ValueError(f"set_alarm() needs a finite time, not {when!r}")
+    return round(when)
+
+
 def _entry_value(entry: _Entry) -> Any:
     encoded, value = entry
     if value is _NOT_DECODED:
@@ -165,6 +192,12 @@ class _KvApi(ABC):
 
     @abstractmethod
     def _range(self, query: ListQuery) -> list[tuple[str, bytes]]: ...
+
+    @abstractmethod
+    def _alarm_value(self) -> int | None: ...
+
+    @abstractmethod
+    def _alarm_write(self, alarm_ms: int | None) -> None: ...
 
     def _check_key(self, key: object) -> str:
         if not isinstance(key, str):
@@ -274,7 +307,10 @@ class _KvApi(ABC):
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn(txn)`` atomically: its writes apply together when it returns,
-        and not at all when it raises or calls ``txn.rollback()``."""
+        and not at all when it raises or calls ``txn.rollback()``.
+
+        It covers KV writes and the alarm; for SQL use ``sql.transaction_sync``.
+        """
         txn = Transaction(self)
         try:
             result = await fn(txn)
@@ -285,7 +321,31 @@ class _KvApi(ABC):
                 self._clear()
             for key, entry in txn._overlay.items():
                 self._write(key, entry)
+            if txn._alarm_set:
+                self._alarm_write(txn._alarm)
         return result
+
+    def get_alarm(self) -> Done[int | None]:
+        """The time of the object's alarm in epoch milliseconds, or ``None``.
+
+        While ``alarm()`` runs, this is ``None`` unless the handler has set a
+        new alarm since it started.
+        """
+        return Done(self._alarm_value())
+
+    def set_alarm(self, when: datetime | int | float) -> Done[None]:
+        """Set the object's one alarm to ``when`` (an aware ``datetime`` or epoch
+        milliseconds), replacing any other.  A time in the past fires at once.
+
+        The alarm is written with the object's other writes, atomically.
+        """
+        self._alarm_write(alarm_time_ms(when))
+        return _DONE
+
+    def delete_alarm(self) -> Done[None]:
+        """Cancel the object's alarm, if any."""
+        self._alarm_write(None)
+        return _DONE
 
 
 class Transaction(_KvApi):
@@ -293,7 +353,7 @@ class Transaction(_KvApi):
     :meth:`rollback`.  Its writes are seen through it, and by no one else until
     ``fn`` returns."""
 
-    __slots__ = ("_parent", "_overlay", "_cleared", "_rolled_back", "_done")
+    __slots__ = ("_parent", "_overlay", "_cleared", "_rolled_back", "_done", "_alarm", "_alarm_set")
 
     def __init__(self, parent: _KvApi) -> None:
         super().__init__(parent._limits)
@@ -302,6 +362,8 @@ class Transaction(_KvApi):
         self._cleared = False
         self._rolled_back = False
         self._done = False
+        self._alarm: int | None = None
+        self._alarm_set = False
 
     def rollback(self) -> None:
         """Discard this transaction's writes when ``fn`` returns."""
@@ -337,6 +399,15 @@ class Transaction(_KvApi):
         self._check_live()
         return _merge_range(query, self._overlay, None if self._cleared else self._parent._range)
 
+    def _alarm_value(self) -> int | None:
+        self._check_live()
+        return self._alarm if self._alarm_set else self._parent._alarm_value()
+
+    def _alarm_write(self, alarm_ms: int | None) -> None:
+        self._check_live()
+        self._alarm = alarm_ms
+        self._alarm_set = True
+
 
 class CommitFuture(asyncio.Future[None]):
     """The durability of one batch, awaited by every output that depends on it.
@@ -367,7 +438,11 @@ class Storage(_KvApi):
         "_tail",
         "_broken",
         "_on_failure",
-        "_sql_enabled",
+        "_sql",
+        "_alarm",
+        "_alarm_known",
+        "_alarm_running",
+        "_alarm_touched",
     )
 
     def __init__(
@@ -388,14 +463,92 @@ class Storage(_KvApi):
         self._tail: CommitFuture | None = None
         self._broken: BaseException | None = None
         self._on_failure = on_failure
+        self._sql: SqlStorage | None = None
+        self._alarm: int | None = None
+        self._alarm_known = False
+        # True while alarm() runs; then whether it has set or deleted the alarm.
+        self._alarm_running = False
+        self._alarm_touched = False
 
     @property
-    def sql(self) -> Any:
-        """The SQL API; only on classes declared with ``sql=True``."""
-        raise SqlNotEnabled(
-            "storage.sql is only available to classes declared with "
-            "`class MyObject(roost.DurableObject, sql=True)`"
-        )
+    def sql(self) -> SqlStorage:
+        """The SQL API (:class:`~roost.storage.sql.SqlStorage`); only on classes
+        declared with ``sql=True``, else :class:`~roost.SqlNotEnabled`."""
+        if self._sql is None:
+            if not self._store.sql_capable:
+                raise SqlNotEnabled(
+                    "storage.sql is only available to classes declared with "
+                    "`class MyObject(roost.DurableObject, sql=True)`"
+                )
+            self._sql = SqlStorage(self)
+        return self._sql
+
+    # -- SQL (used by SqlStorage) ------------------------------------------------
+
+    def _sql_database(self) -> ObjectDatabase:
+        self._check_open()
+        db = self._store.database
+        assert db is not None
+        return db
+
+    def _sql_begin(self) -> ObjectDatabase:
+        """The database, with the current batch's transaction open."""
+        db = self._sql_database()
+        self._open_batch().sql = True
+        db.begin()
+        db.unsealed = True
+        return db
+
+    def _sql_failed(self, error: BaseException) -> None:
+        """The database lost the open transaction: reset the object."""
+        if self._broken is None:
+            self._broken = error
+            self._on_failure(error)
+
+    # -- the alarm ------------------------------------------------------------------
+
+    def _alarm_truth(self) -> int | None:
+        self._check_open()
+        if not self._alarm_known:
+            self._alarm = self._store.read_alarm()
+            self._alarm_known = True
+        return self._alarm
+
+    def _alarm_value(self) -> int | None:
+        value = self._alarm_truth()
+        if self._alarm_running and not self._alarm_touched:
+            return None
+        return value
+
+    def _alarm_write(self, alarm_ms: int | None) -> None:
+        self._check_open()
+        self._alarm = alarm_ms
+        self._alarm_known = True
+        if self._alarm_running:
+            self._alarm_touched = True
+        self._open_batch().set_alarm(alarm_ms)
+
+    def alarm_due(self) -> int | None:
+        """The alarm as the object sees it, even while ``alarm()`` runs (for the scheduler)."""
+        return self._alarm_truth()
+
+    def alarm_started(self) -> None:
+        """``alarm()`` starts: ``get_alarm`` answers ``None`` until it sets a new one."""
+        self._alarm_running = True
+        self._alarm_touched = False
+
+    def alarm_finished(self, *, succeeded: bool) -> None:
+        """``alarm()`` returned (or raised): on success, the alarm is spent unless
+        the handler set a new one; on failure it stays, for a retry."""
+        touched = self._alarm_touched
+        self._alarm_running = False
+        self._alarm_touched = False
+        if succeeded and not touched and self._broken is None:
+            self._alarm_write(None)
+
+    def durable_alarm(self) -> int | None:
+        """The alarm as of the last batch known to be durable."""
+        return self._store.durable_alarm()
 
     # -- primitives ------------------------------------------------------------
 
@@ -428,14 +581,16 @@ class Storage(_KvApi):
     def _write(self, key: str, entry: _Entry) -> None:
         self._check_open()
         self._cache[key] = entry
-        batch = self._batch or self._open_batch()
-        batch.writes[key] = entry[0]
+        self._open_batch().writes[key] = entry[0]
 
     def _clear(self) -> None:
         self._check_open()
+        if self._store.sql_capable:
+            # A SQL object's delete_all() empties its database too, at once.
+            self._sql_begin().drop_user_schema()
         self._cache.clear()
         self._complete = True
-        batch = self._batch or self._open_batch()
+        batch = self._open_batch()
         batch.clear = True
         batch.writes.clear()
 
@@ -455,11 +610,16 @@ class Storage(_KvApi):
     # -- the commit pipeline (used by the runtime) -----------------------------
 
     def _open_batch(self) -> WriteBatch:
-        # Every event that writes before the next loop turn joins this batch, so
-        # their outputs share one commit (and the engine sees one batch, not many).
-        batch = self._batch = WriteBatch()
-        self._tail = CommitFuture(loop=self._loop)
-        self._loop.call_soon(self._seal)
+        """The open batch, made (and its seal scheduled) on the first write.
+
+        Every event that writes before the next loop turn joins it, so their
+        outputs share one commit (and the engine sees one batch, not many).
+        """
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = WriteBatch()
+            self._tail = CommitFuture(loop=self._loop)
+            self._loop.call_soon(self._seal)
         return batch
 
     def _seal(self) -> None:
@@ -511,6 +671,7 @@ class Storage(_KvApi):
         """Refuse every later operation (the object was reset or evicted)."""
         if self._broken is None:
             self._broken = reason
+        self._store.close()
 
     async def sync(self) -> None:
         """Wait until every write made so far is durable."""

@@ -3,25 +3,42 @@
 It behaves like the SQLite engine in everything but durability: commits are
 pipelined (a batch becomes "durable" on the next turn of the event loop, after
 the object has moved on), batches of one object apply in order, and a failed
-batch breaks its store.
+batch breaks its store.  SQL objects get a SQLite ``:memory:`` database each,
+kept for the engine's life; the alarm index is a heap ordered by due time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
+import sqlite3
+from dataclasses import dataclass
 
 from ..errors import CommitFailed, RuntimeClosed
-from .engine import ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .engine import AlarmEntry, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .objectdb import ObjectDatabase, configure_connection
+from .sqlobject import SqlObjectStore
 
 __all__ = ["MemoryEngine"]
+
+_Key = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _AlarmRow:
+    due_ms: int
+    alarm_ms: int | None
+    retry_count: int
+    gen: int
+    sql: bool
 
 
 class _MemoryObjectStore(ObjectStore):
     __slots__ = ("_engine", "_key")
 
-    def __init__(self, engine: MemoryEngine, key: tuple[str, str]) -> None:
-        super().__init__()
+    def __init__(self, engine: MemoryEngine, key: _Key) -> None:
+        super().__init__(*key)
         self._engine = engine
         self._key = key
 
@@ -47,6 +64,10 @@ class _MemoryObjectStore(ObjectStore):
             chosen = chosen[: query.limit]
         return [(k, data[k]) for k in chosen]
 
+    def read_alarm(self) -> int | None:
+        row = self._engine.alarms.get(self._key)
+        return None if row is None or row.sql else row.alarm_ms
+
     def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
         return self._engine.enqueue(self, batch)
 
@@ -62,14 +83,28 @@ class _MemoryObjectStore(ObjectStore):
             data[self._key] = current
         else:
             data.pop(self._key, None)
+        if batch.alarm_changed:
+            engine = self._engine
+            if batch.alarm_ms is None:
+                engine.alarms.pop(self._key, None)
+            else:
+                row = engine.alarms.get(self._key)
+                gen = 1 if row is None else row.gen + 1
+                engine.set_alarm_row(
+                    self._key, _AlarmRow(batch.alarm_ms, batch.alarm_ms, 0, gen, False)
+                )
 
 
 class MemoryEngine(StorageEngine):
-    """Keeps every object's committed state in a dict; nothing survives the process."""
+    """Keeps every object's committed state in memory; nothing survives the process."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.data: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.data: dict[_Key, dict[str, bytes]] = {}
+        self.alarms: dict[_Key, _AlarmRow] = {}
+        self.databases: dict[_Key, ObjectDatabase] = {}
+        # (due_ms, gen, key): stale entries (gen or due changed) are skipped.
+        self._heap: list[tuple[int, int, _Key]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[_MemoryObjectStore, WriteBatch, asyncio.Future[None]]] = []
         self._closed = False
@@ -83,11 +118,23 @@ class MemoryEngine(StorageEngine):
         self._flush()
         self._closed = True
 
-    def open_object(self, namespace: str, object_id: str) -> ObjectStore:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeClosed("storage engine is not running")
+        return self._loop
+
+    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+        if sql:
+            return SqlObjectStore(self, namespace, object_id)
         return _MemoryObjectStore(self, (namespace, object_id))
 
     def list_object_ids(self, namespace: str) -> list[str]:
-        return sorted(oid for ns, oid in self.data if ns == namespace)
+        keys = set(self.data) | set(self.databases)
+        keys.update(k for k, row in self.alarms.items() if not row.sql)
+        return sorted(oid for ns, oid in keys if ns == namespace)
+
+    # -- KV commits ------------------------------------------------------------------
 
     def enqueue(self, store: _MemoryObjectStore, batch: WriteBatch) -> asyncio.Future[None]:
         if self._closed or self._loop is None:
@@ -96,6 +143,7 @@ class MemoryEngine(StorageEngine):
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append((store, batch, future))
+        self.alarm_committed(future, batch)
         return future
 
     def _flush(self) -> None:
@@ -120,3 +168,103 @@ class MemoryEngine(StorageEngine):
                 future.set_result(None)
             else:
                 future.set_exception(error)
+
+    # -- SQL objects (the SqlHost protocol) ----------------------------------------
+
+    def open_database(
+        self, namespace: str, object_id: str, *, create: bool
+    ) -> ObjectDatabase | None:
+        key = (namespace, object_id)
+        db = self.databases.get(key)
+        if db is None and create:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            configure_connection(conn, on_disk=False)
+            db = self.databases[key] = ObjectDatabase(conn)
+        return db
+
+    def release_database(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
+        pass  # the connection *is* the object's database: keep it
+
+    def after_commit(
+        self, namespace: str, object_id: str, db: ObjectDatabase
+    ) -> asyncio.Future[None] | None:
+        return None
+
+    def lower_alarm_index(
+        self, namespace: str, object_id: str, due_ms: int
+    ) -> asyncio.Future[None] | None:
+        key = (namespace, object_id)
+        row = self.alarms.get(key)
+        if row is None:
+            self.set_alarm_row(key, _AlarmRow(due_ms, None, 0, 1, True))
+        else:
+            self.set_alarm_row(key, _AlarmRow(min(row.due_ms, due_ms), None, 0, row.gen + 1, True))
+        return None
+
+    # -- the alarm index ---------------------------------------------------------------
+
+    def set_alarm_row(self, key: _Key, row: _AlarmRow) -> None:
+        self.alarms[key] = row
+        heapq.heappush(self._heap, (row.due_ms, row.gen, key))
+
+    def _valid(self, item: tuple[int, int, _Key]) -> bool:
+        due, gen, key = item
+        row = self.alarms.get(key)
+        return row is not None and row.gen == gen and row.due_ms == due
+
+    def _take_while(self, keep: int, pred_due_ok: int) -> list[tuple[int, int, _Key]]:
+        # Pop valid entries due at or before `pred_due_ok`, at most `keep`;
+        # the caller pushes them back.  Stale entries are dropped for good.
+        taken: list[tuple[int, int, _Key]] = []
+        heap = self._heap
+        while heap and len(taken) < keep and heap[0][0] <= pred_due_ok:
+            item = heapq.heappop(heap)
+            if self._valid(item):
+                taken.append(item)
+        return taken
+
+    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
+        taken = self._take_while(limit, now_ms)
+        for item in taken:
+            heapq.heappush(self._heap, item)
+        return [self._entry(key, self.alarms[key]) for _, _, key in taken]
+
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        key = (namespace, object_id)
+        row = self.alarms.get(key)
+        return None if row is None else self._entry(key, row)
+
+    @staticmethod
+    def _entry(key: _Key, row: _AlarmRow) -> AlarmEntry:
+        return AlarmEntry(*key, row.due_ms, row.retry_count, row.gen, row.sql)
+
+    def next_alarm_after(self, now_ms: int) -> int | None:
+        taken = self._take_while(len(self._heap), now_ms)
+        heap = self._heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        found = heap[0][0] if heap else None
+        for item in taken:
+            heapq.heappush(heap, item)
+        return found
+
+    def update_alarm(
+        self, entry: AlarmEntry, *, due_ms: int | None, retry_count: int
+    ) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = self.loop.create_future()
+        key = (entry.namespace, entry.object_id)
+        row = self.alarms.get(key)
+        changed = row is not None and row.gen == entry.gen
+        if changed and row is not None:
+            if due_ms is None:
+                del self.alarms[key]
+            else:
+                self.set_alarm_row(
+                    key, _AlarmRow(due_ms, row.alarm_ms, retry_count, row.gen + 1, row.sql)
+                )
+        future.set_result(changed)
+        return future
+
+    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+        db = self.databases.get((namespace, object_id))
+        return None if db is None else db.read_alarm()

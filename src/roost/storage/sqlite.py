@@ -11,6 +11,11 @@ batch that is ready (from any object), applies them in one transaction and
 commits once, so one fsync covers them all.  Reads run on the event loop's
 thread on a separate read-only connection; in WAL mode they never wait for the
 writer.
+
+The same database holds the *alarm index*, ``alarms``, ordered by due time
+(``alarms_due``): for a KV-only object its row is the alarm itself, written in
+the object's batches; for a SQL object it is a lower bound of the alarm kept in
+the object's own database (:mod:`.objectfiles`, :mod:`.sqlobject`).
 """
 
 from __future__ import annotations
@@ -20,15 +25,19 @@ import contextlib
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
-from .engine import Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .engine import AlarmEntry, Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .objectdb import ObjectDatabase
+from .objectfiles import ObjectFiles
+from .sqlobject import SqlObjectStore
 
 __all__ = ["SqliteEngine"]
 
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
 _DB_NAME: Final = "objects.sqlite3"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS roost_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -39,20 +48,61 @@ CREATE TABLE IF NOT EXISTS kv (
     value BLOB NOT NULL,
     PRIMARY KEY (ns, object, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    ns TEXT NOT NULL,
+    object BLOB NOT NULL,
+    due_ms INTEGER NOT NULL,
+    alarm_ms INTEGER,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    gen INTEGER NOT NULL DEFAULT 0,
+    sql INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, object)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due_ms);
 """
 _STOP: Final = object()
+_ALARM_COLUMNS: Final = "ns, object, due_ms, retry_count, gen, sql"
+# A KV object's alarm: the row is the alarm; any write restarts its retries.
+_ALARM_UPSERT: Final = """
+INSERT INTO alarms (ns, object, due_ms, alarm_ms, retry_count, gen, sql)
+VALUES (?, ?, ?, ?, 0, 1, 0)
+ON CONFLICT (ns, object) DO UPDATE SET
+    due_ms = excluded.due_ms, alarm_ms = excluded.alarm_ms, retry_count = 0, gen = gen + 1
+"""
+# A SQL object's index row: only ever lowered here (see docs/alarms.md).
+_INDEX_LOWER: Final = """
+INSERT INTO alarms (ns, object, due_ms, alarm_ms, retry_count, gen, sql)
+VALUES (?, ?, ?, NULL, 0, 1, 1)
+ON CONFLICT (ns, object) DO UPDATE SET
+    due_ms = min(due_ms, excluded.due_ms), retry_count = 0, gen = gen + 1
+"""
 
-_Item = tuple["_SqliteObjectStore", WriteBatch, "asyncio.Future[None]"]
+#: A write the writer thread runs inside its group transaction; returns a result.
+_Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
+#: What became of one item: its future, its result, its error.
+_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
 class _SqliteObjectStore(ObjectStore):
     __slots__ = ("_engine", "_ns", "_object")
 
     def __init__(self, engine: SqliteEngine, namespace: str, object_id: str) -> None:
-        super().__init__()
+        super().__init__(namespace, object_id)
         self._engine = engine
         self._ns = namespace
         self._object = bytes.fromhex(object_id)
+
+    def read_alarm(self) -> int | None:
+        row = (
+            self._engine.reader()
+            .execute(
+                "SELECT alarm_ms FROM alarms WHERE ns=? AND object=? AND sql=0",
+                (self._ns, self._object),
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
 
     def read(self, keys: list[str]) -> dict[str, bytes]:
         conn = self._engine.reader()
@@ -75,19 +125,13 @@ class _SqliteObjectStore(ObjectStore):
         return found
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
-        sql = ["SELECT key, value FROM kv WHERE ns=? AND object=?"]
-        params: list[Any] = [self._ns, self._object]
-        if query.low is not None:
-            sql.append("AND key > ?" if query.low_open else "AND key >= ?")
-            params.append(query.low)
-        if query.high is not None:
-            sql.append("AND key < ?")
-            params.append(query.high)
-        sql.append("ORDER BY key DESC" if query.reverse else "ORDER BY key")
-        if query.limit is not None:
-            sql.append("LIMIT ?")
-            params.append(query.limit)
-        return list(self._engine.reader().execute(" ".join(sql), params))
+        tail, params = query.sql_tail()
+        return list(
+            self._engine.reader().execute(
+                f"SELECT key, value FROM kv WHERE ns=? AND object=? {tail}",
+                (self._ns, self._object, *params),
+            )
+        )
 
     def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
         return self._engine.enqueue(self, batch)
@@ -104,6 +148,11 @@ class _SqliteObjectStore(ObjectStore):
             conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts[0])
         elif puts:
             conn.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts)
+        if batch.alarm_changed:
+            if batch.alarm_ms is None:
+                conn.execute("DELETE FROM alarms WHERE ns=? AND object=?", (ns, obj))
+            else:
+                conn.execute(_ALARM_UPSERT, (ns, obj, batch.alarm_ms, batch.alarm_ms))
 
 
 def _apply_all(
@@ -116,6 +165,7 @@ def _apply_all(
     Python work of a statement each was most of the writer thread's time).
     """
     final: dict[tuple[str, bytes, str], bytes | None] = {}
+    alarms: dict[tuple[str, bytes], int | None] = {}
 
     def flush() -> None:
         deletes = [key for key, value in final.items() if value is None]
@@ -133,7 +183,15 @@ def _apply_all(
             conn.execute("DELETE FROM kv WHERE ns=? AND object=?", (ns, obj))
         for key, value in batch.writes.items():
             final[(ns, obj, key)] = value
+        if batch.alarm_changed:
+            alarms[(ns, obj)] = batch.alarm_ms
     flush()
+    gone = [key for key, due in alarms.items() if due is None]
+    if gone:
+        conn.executemany("DELETE FROM alarms WHERE ns=? AND object=?", gone)
+    for (ns, obj), due in alarms.items():
+        if due is not None:
+            conn.execute(_ALARM_UPSERT, (ns, obj, due, due))
 
 
 class SqliteEngine(StorageEngine):
@@ -156,6 +214,7 @@ class SqliteEngine(StorageEngine):
             raise ValueError(f"durability must be 'full' or 'process', not {durability!r}")
         self.path = Path(data_dir) / _DB_NAME
         self.durability = durability
+        self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
@@ -176,6 +235,7 @@ class SqliteEngine(StorageEngine):
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
         self._loop = loop
+        self.files.start(loop)
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=1")
         self._thread = threading.Thread(
@@ -190,6 +250,7 @@ class SqliteEngine(StorageEngine):
         if self._thread is not None:
             self._queue.put(_STOP)
             await asyncio.to_thread(self._thread.join)
+            await asyncio.to_thread(self.files.close)
             # Let the settle callbacks the writer scheduled run before we return.
             await asyncio.sleep(0)
         if self._reader is not None:
@@ -208,8 +269,11 @@ class SqliteEngine(StorageEngine):
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO roost_meta VALUES ('schema_version', ?)", (_SCHEMA_VERSION,))
+        if row is None or row[0] == 1:  # version 1 had no alarms; the script added them
+            conn.execute(
+                "INSERT OR REPLACE INTO roost_meta VALUES ('schema_version', ?)",
+                (_SCHEMA_VERSION,),
+            )
         elif row[0] != _SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path} has storage schema version {row[0]}; this Roost reads "
@@ -223,14 +287,101 @@ class SqliteEngine(StorageEngine):
             raise RuntimeClosed("storage engine is not running")
         return self._reader
 
-    def open_object(self, namespace: str, object_id: str) -> ObjectStore:
+    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+        if sql:
+            return SqlObjectStore(self, namespace, object_id)
         return _SqliteObjectStore(self, namespace, object_id)
 
     def list_object_ids(self, namespace: str) -> list[str]:
         rows = self.reader().execute(
-            "SELECT DISTINCT object FROM kv WHERE ns=? ORDER BY object", (namespace,)
+            "SELECT object FROM kv WHERE ns=? UNION SELECT object FROM alarms WHERE ns=? AND sql=0",
+            (namespace, namespace),
         )
-        return [bytes(r[0]).hex() for r in rows]
+        found = {bytes(r[0]).hex() for r in rows}
+        found.update(self.files.list_ids(namespace))
+        return sorted(found)
+
+    # -- SQL objects (the SqlHost protocol) -------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeClosed("storage engine is not running")
+        return self._loop
+
+    def open_database(
+        self, namespace: str, object_id: str, *, create: bool
+    ) -> ObjectDatabase | None:
+        return self.files.open(namespace, object_id, create=create)
+
+    def release_database(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
+        self.files.release(namespace, object_id, db)
+
+    def after_commit(
+        self, namespace: str, object_id: str, db: ObjectDatabase
+    ) -> asyncio.Future[None] | None:
+        return self.files.after_commit(namespace, object_id, db)
+
+    def lower_alarm_index(
+        self, namespace: str, object_id: str, due_ms: int
+    ) -> asyncio.Future[None] | None:
+        obj = bytes.fromhex(object_id)
+
+        def lower(conn: sqlite3.Connection) -> None:
+            conn.execute(_INDEX_LOWER, (namespace, obj, due_ms))
+
+        return self.enqueue_op(lower)
+
+    # -- the alarm index ---------------------------------------------------------
+
+    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
+        rows = self.reader().execute(
+            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ? ORDER BY due_ms LIMIT ?",
+            (now_ms, limit),
+        )
+        return [_entry(row) for row in rows]
+
+    def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
+        row = (
+            self.reader()
+            .execute(
+                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE ns=? AND object=?",
+                (namespace, bytes.fromhex(object_id)),
+            )
+            .fetchone()
+        )
+        return None if row is None else _entry(row)
+
+    def next_alarm_after(self, now_ms: int) -> int | None:
+        row = (
+            self.reader()
+            .execute(
+                "SELECT due_ms FROM alarms WHERE due_ms > ? ORDER BY due_ms LIMIT 1", (now_ms,)
+            )
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def update_alarm(
+        self, entry: AlarmEntry, *, due_ms: int | None, retry_count: int
+    ) -> asyncio.Future[bool]:
+        key = (entry.namespace, bytes.fromhex(entry.object_id), entry.gen)
+
+        def update(conn: sqlite3.Connection) -> bool:
+            if due_ms is None:
+                cursor = conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
+            else:
+                cursor = conn.execute(
+                    "UPDATE alarms SET due_ms=?, retry_count=?, gen=gen+1"
+                    " WHERE ns=? AND object=? AND gen=?",
+                    (due_ms, retry_count, *key),
+                )
+            return cursor.rowcount > 0
+
+        return self.enqueue_op(update)
+
+    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+        return self.files.peek_alarm(namespace, object_id)
 
     # -- writes ----------------------------------------------------------------
 
@@ -239,6 +390,15 @@ class SqliteEngine(StorageEngine):
             raise RuntimeClosed("storage engine is closed")
         future = self._loop.create_future()
         self._queue.put((store, batch, future))
+        self.alarm_committed(future, batch)
+        return future
+
+    def enqueue_op(self, op: _Op) -> asyncio.Future[Any]:
+        """Run ``op`` in the writer thread, in a group commit; its future gets the result."""
+        if self._closed or self._loop is None:
+            raise RuntimeClosed("storage engine is closed")
+        future = self._loop.create_future()
+        self._queue.put((None, op, future))
         return future
 
     def _writer_main(self, conn: sqlite3.Connection) -> None:
@@ -262,40 +422,61 @@ class SqliteEngine(StorageEngine):
         finally:
             conn.close()
 
-    def _commit_group(
-        self, conn: sqlite3.Connection, group: list[_Item]
-    ) -> list[tuple[asyncio.Future[None], BaseException | None]]:
-        live = [item for item in group if item[0].broken is None]
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Item]) -> list[_Outcome]:
+        results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for store, batch, _ in live:
-                self.check_fault(store, batch)
-            _apply_all(conn, [(store, batch) for store, batch, _ in live])
+            run: list[tuple[_SqliteObjectStore, WriteBatch]] = []
+            for store, work, _ in group:
+                if store is None:  # an operation of the engine's own, in order
+                    _apply_all(conn, run)
+                    run.clear()
+                    results.append(work(conn))  # type: ignore[operator]
+                    continue
+                if store.broken is None:
+                    assert isinstance(work, WriteBatch)
+                    self.check_fault(store, work)
+                    run.append((store, work))
+                results.append(None)
+            _apply_all(conn, run)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             # Someone's batch is bad: commit one by one so only it (and the later
             # batches of its object) fail.
-            return [
-                (future, self._commit_one(conn, store, batch)) for store, batch, future in group
-            ]
+            return [self._commit_one(conn, store, work, future) for store, work, future in group]
         self.commits += 1
-        self.batches_committed += len(live)
-        outcomes: list[tuple[asyncio.Future[None], BaseException | None]] = []
-        for store, _, future in group:
-            outcomes.append((future, None if store.broken is None else _broken(store)))
+        self.batches_committed += sum(1 for store, _, _ in group if store is not None)
+        outcomes: list[_Outcome] = []
+        for (store, _, future), result in zip(group, results, strict=True):
+            broken = store is not None and store.broken is not None
+            outcomes.append((future, result, _broken(store) if broken else None))  # type: ignore[arg-type]
         return outcomes
 
+    def _apply(
+        self, conn: sqlite3.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
+    ) -> Any:
+        if store is None:
+            return work(conn)  # type: ignore[operator]
+        if store.broken is None:
+            assert isinstance(work, WriteBatch)
+            self.check_fault(store, work)
+            store.apply(conn, work)
+        return None
+
     def _commit_one(
-        self, conn: sqlite3.Connection, store: _SqliteObjectStore, batch: WriteBatch
-    ) -> BaseException | None:
-        if store.broken is not None:
-            return _broken(store)
+        self,
+        conn: sqlite3.Connection,
+        store: _SqliteObjectStore | None,
+        work: WriteBatch | _Op,
+        future: asyncio.Future[Any],
+    ) -> _Outcome:
+        if store is not None and store.broken is not None:
+            return (future, None, _broken(store))
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self.check_fault(store, batch)
-            store.apply(conn, batch)
+            result = self._apply(conn, store, work)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -303,13 +484,14 @@ class SqliteEngine(StorageEngine):
                     conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {exc}")
             failure.__cause__ = exc
-            store.broken = failure
-            return failure
+            if store is not None:
+                store.broken = failure
+            return (future, None, failure)
         self.commits += 1
-        self.batches_committed += 1
-        return None
+        self.batches_committed += store is not None
+        return (future, result, None)
 
-    def _settle(self, outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    def _settle(self, outcomes: list[_Outcome]) -> None:
         loop = self._loop
         if loop is None:
             return
@@ -321,11 +503,16 @@ def _broken(store: ObjectStore) -> BaseException:
     return CommitFailed(f"an earlier commit of this object failed: {store.broken}")
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for future, error in outcomes:
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
         if future.done():
             continue
         if error is None:
-            future.set_result(None)
+            future.set_result(result)
         else:
             future.set_exception(error)
+
+
+def _entry(row: tuple[Any, ...]) -> AlarmEntry:
+    ns, obj, due, retries, gen, sql = row
+    return AlarmEntry(ns, bytes(obj).hex(), int(due), int(retries), int(gen), bool(sql))
