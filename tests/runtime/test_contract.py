@@ -217,13 +217,14 @@ async def test_an_outside_await_splits_writes_into_separate_batches(data_dir: st
 
 
 class BlockingCommits:
-    """A fault hook that parks the writer thread until released."""
+    """A sync hook that holds the engine's fsync thread until released: the
+    commit is written but not yet durable."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def __call__(self, store: ObjectStore, batch: WriteBatch) -> None:
+    def __call__(self) -> None:
         self.entered.set()
         if not self.release.wait(10):
             raise TimeoutError("test never released the commit")
@@ -232,7 +233,7 @@ class BlockingCommits:
 async def test_a_result_is_held_until_its_writes_are_durable(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
         blocker = BlockingCommits()
-        rt.engine.fault_hook = blocker
+        rt.engine.sync_hook = blocker
         stub = rt.env.COUNTER.get_by_name("x")
         call = asyncio.create_task(stub.increment())
         await asyncio.to_thread(blocker.entered.wait, 5)
@@ -250,7 +251,7 @@ async def test_a_result_is_held_until_its_writes_are_durable(data_dir: str) -> N
 async def test_a_read_of_undurable_state_is_held_too(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
         blocker = BlockingCommits()
-        rt.engine.fault_hook = blocker
+        rt.engine.sync_hook = blocker
         stub = rt.env.COUNTER.get_by_name("x")
         write = asyncio.create_task(stub.increment())
         await asyncio.to_thread(blocker.entered.wait, 5)
@@ -300,7 +301,7 @@ async def test_held_outputs_of_a_failed_commit_all_fail(data_dir: str) -> None:
 async def test_reads_see_earlier_writes_before_they_are_durable(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
         blocker = BlockingCommits()
-        rt.engine.fault_hook = blocker
+        rt.engine.sync_hook = blocker
         stub = rt.env.COUNTER.get_by_name("x")
         calls = [asyncio.create_task(stub.increment()) for _ in range(3)]
         await asyncio.to_thread(blocker.entered.wait, 5)
