@@ -153,8 +153,17 @@ class Activation:
 
     # -- the event path ----------------------------------------------------------
 
-    async def run_event(self, handler: Callable[[DurableObject], Awaitable[T]]) -> T:
-        """Deliver one event; raise :class:`_Moved` if it must go to a new activation."""
+    async def run_event(
+        self,
+        handler: Callable[[DurableObject], Awaitable[Any]],
+        finish: Callable[[Any], T] | None = None,
+    ) -> T:
+        """Deliver one event; raise :class:`_Moved` if it must go to a new activation.
+
+        ``finish`` (e.g. the by-value copy of an RPC result) runs on the result
+        as soon as the handler returns, inside the event, so an error it raises
+        is the object's, like any other.
+        """
         if self.events >= self.runtime.max_queue:
             raise ObjectOverloaded(
                 f"{self.namespace} object {self.object_id.hex[:12]}… is overloaded: "
@@ -172,6 +181,8 @@ class Activation:
             token = current_activation.set(self)
             try:
                 result = await handler(self.instance)
+                if finish is not None:
+                    result = finish(result)
             except Exception as exc:
                 failure = exc
             finally:
@@ -181,7 +192,7 @@ class Activation:
         await self._release()
         if failure is not None:
             raise ObjectRaised(failure, self.namespace) from None
-        return result
+        return result  # type: ignore[no-any-return]  # T when finish is None
 
     async def _release(self) -> None:
         """The output gate: wait until every write made so far is durable."""

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .. import codec
 from ..errors import RpcMethodNotFound, RuntimeClosed
@@ -291,29 +291,48 @@ class Runtime:
 
     # -- events --------------------------------------------------------------------
 
+    @overload
+    async def dispatch(
+        self, namespace: str, object_id: ObjectId, handler: Callable[[DurableObject], Awaitable[T]]
+    ) -> T: ...
+    @overload
     async def dispatch(
         self,
         namespace: str,
         object_id: ObjectId,
-        handler: Callable[[DurableObject], Awaitable[T]],
+        handler: Callable[[DurableObject], Awaitable[Any]],
+        finish: Callable[[Any], T],
+    ) -> T: ...
+
+    async def dispatch(
+        self,
+        namespace: str,
+        object_id: ObjectId,
+        handler: Callable[[DurableObject], Awaitable[Any]],
+        finish: Callable[[Any], T] | None = None,
     ) -> T:
-        """Deliver one event to the object, activating it if needed."""
+        """Deliver one event to the object, activating it if needed.
+
+        ``handler(instance)`` runs the event; ``finish``, if given, turns its
+        result into the value returned here before the output gate holds it
+        (RPC copies the result there, while no other event can change it).
+        """
         while True:
             act = self._activation(namespace, object_id)
             try:
-                return await act.run_event(handler)
+                return await act.run_event(handler, finish)
             except _Moved:
                 continue  # reset before the event began: deliver to a fresh instance
 
-    async def invoke(
+    def invoke(
         self,
         namespace: str,
         object_id: ObjectId,
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Any:
-        """An RPC call (arguments already copied by value)."""
+    ) -> Awaitable[Any]:
+        """An RPC call (arguments already copied by value); await the result."""
         cls = self.classes[namespace]
         if not is_rpc_method(cls, method):
             raise RpcMethodNotFound(
@@ -321,11 +340,10 @@ class Runtime:
                 "`async def` methods other than fetch, alarm and the WebSocket handlers)"
             )
 
-        async def call(instance: DurableObject) -> Any:
-            result = await getattr(instance, method)(*args, **kwargs)
-            return codec.copy_value(result)
+        def call(instance: DurableObject) -> Awaitable[Any]:
+            return getattr(instance, method)(*args, **kwargs)  # type: ignore[no-any-return]
 
-        return await self.dispatch(namespace, object_id, call)
+        return self.dispatch(namespace, object_id, call, codec.copy_value)
 
     async def deliver_fetch(
         self, namespace: str, object_id: ObjectId, request: RequestMessage

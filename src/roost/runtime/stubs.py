@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import starlette.requests
@@ -73,7 +73,9 @@ class Stub:
             message = await RequestMessage.from_request(request)
         else:
             raise TypeError(f"fetch() takes a URL or a Request, not {type(request).__name__}")
-        await _output_gate()
+        barrier = _output_barrier()
+        if barrier is not None:
+            await barrier
         response = await self._router.fetch(self._namespace, self._id, message)
         return response.to_response()
 
@@ -89,18 +91,21 @@ class _RpcMethod:
         return f"<RPC method {self._name} of {self._stub!r}>"
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        copied = tuple(codec.copy_value(a) for a in args)
+        copied = (
+            args
+            if all(map(codec.is_immutable_scalar, args))
+            else tuple(map(codec.copy_value, args))
+        )
         copied_kwargs = {k: codec.copy_value(v) for k, v in kwargs.items()} if kwargs else {}
-        await _output_gate()
+        barrier = _output_barrier()
+        if barrier is not None:
+            await barrier
         stub = self._stub
         return await stub._router.call(stub._namespace, stub._id, self._name, copied, copied_kwargs)
 
 
-async def _output_gate() -> None:
+def _output_barrier() -> Awaitable[None] | None:
     # A call made from inside an object is an output too: it leaves only once
     # the caller's earlier writes are durable (DESIGN §4 rule 4).
     caller = current_activation.get()
-    if caller is not None:
-        barrier = caller.storage.output_barrier()
-        if barrier is not None:
-            await barrier
+    return None if caller is None else caller.storage.output_barrier()
