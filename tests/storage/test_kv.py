@@ -152,3 +152,27 @@ async def test_list_options(rt: roost.Runtime) -> None:
     assert list(await stub.call("list", start_after="ab", limit=2)) == ["abc", "b"]
     assert list(await stub.call("list", reverse=True, limit=2)) == ["c", "ba"]
     assert list(await stub.call("list", prefix="b", reverse=True)) == ["ba", "b"]
+
+
+class Unawaited(roost.DurableObject):
+    async def write(self) -> None:
+        # As in Cloudflare, a write takes effect whether or not it is awaited;
+        # the output gate still holds this method's result until it is durable.
+        self.ctx.storage.put("a", 1)
+        self.ctx.storage.put({"b": 2, "c": 3})
+        self.ctx.storage.delete("c")
+
+    async def read(self) -> Any:
+        return await self.ctx.storage.list()
+
+    async def bad_write(self) -> None:
+        self.ctx.storage.put("x", object())  # refused at the call, awaited or not
+
+
+async def test_writes_need_no_await_and_survive_a_restart(data_dir: str) -> None:
+    async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
+        await rt.env.U.get_by_name("u").write()
+        with pytest.raises(TypeError, match="'object'"):
+            await rt.env.U.get_by_name("u").bad_write()
+    async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
+        assert await rt.env.U.get_by_name("u").read() == {"a": 1, "b": 2}
