@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         print("scripts/bench: wrk is not installed (Debian package 'wrk')", file=sys.stderr)
         return 2
 
-    console = Console()
+    # Wide enough for the table when there is no terminal to ask (CI, a pipe).
+    console = Console(width=None if sys.stdout.isatty() else 150)
     figures: list[Figure] = []
     for module in MODULES:
         for figure in module.run(args.quick, runs, only):
