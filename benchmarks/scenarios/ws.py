@@ -4,7 +4,7 @@ The server is ``roost serve examples/chat`` pinned to the server core; the load
 generator (``wsload.py``, a light client in its own process) is pinned to the
 load core.  Two parts, each on a fresh server and data directory:
 
-* **broadcast**: 100 members in one room, 10 of them posting with 4 messages
+* **broadcast**: 100 members in one room, 20 of them posting with 2 messages
   each in flight; figures are deliveries per second (chat messages received by
   all clients), the same per second of the server's CPU time (less sensitive
   to a noisy machine), and the posting latency.  Every run checks that nothing

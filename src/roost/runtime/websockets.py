@@ -75,6 +75,7 @@ MAX_TAGS: Final = 10
 MAX_TAG_LENGTH: Final = 256
 #: Received messages a held socket buffers before the peer is made to wait.
 _INBOX_LIMIT: Final = 64
+_MESSAGE_TYPES: Final = (str, bytes)
 #: Close codes that mean the connection failed rather than closed (RFC 6455 §7.4.1).
 _ERROR_CODES: Final = frozenset({1002, 1003, 1007, 1009, 1011})
 #: Codes an endpoint may put in a close frame, below the application range.
@@ -247,6 +248,12 @@ class WebSocket:
 
         Raises :class:`~roost.WebSocketClosed` when the socket is known to be closed.
         """
+        # One test for the usual case; a broadcast calls this once per member.
+        if self._closed or self._mode == "pending" or type(message) not in _MESSAGE_TYPES:
+            self._check_send(message)
+        self._output("send", message)
+
+    def _check_send(self, message: object) -> None:
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         if self._mode == "pending":
@@ -257,7 +264,6 @@ class WebSocket:
                 code=self._close_code or 1006,
                 reason=self._close_reason,
             )
-        self._output("send", message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket (before it is accepted: refuse the upgrade).
