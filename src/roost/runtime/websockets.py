@@ -173,7 +173,7 @@ class WebSocket:
         self._outbox: deque[tuple[_Gate, str, Any]] | None = None
         #: The commit this socket last asked to be flushed after.
         self._waiting: asyncio.Future[None] | None = None
-        self._inbox: deque[Message] = deque()
+        self._inbox: deque[Message] | None = None  # held style only (made by accept)
         self._inbox_reader: asyncio.Future[None] | None = None
         self._inbox_space: asyncio.Future[None] | None = None
         self._closed = False
@@ -231,6 +231,7 @@ class WebSocket:
         self._mode = "held"
         self._activation = act
         self._owner = _Owner(act.runtime, act.namespace, act.object_id)
+        self._inbox = deque()
         act.held_sockets += 1
         act.runtime.websockets.add(act.key, self)
         self._output("accept", subprotocol)
@@ -371,7 +372,9 @@ class WebSocket:
                 "receive() is for held sockets (ws.accept()); hibernatable sockets "
                 "get their messages in websocket_message()"
             )
-        while not self._inbox:
+        inbox = self._inbox
+        assert inbox is not None
+        while not inbox:
             if self._closed:
                 raise WebSocketClosed(
                     "the WebSocket is closed",
@@ -380,7 +383,7 @@ class WebSocket:
                 )
             self._inbox_reader = asyncio.get_running_loop().create_future()
             await self._inbox_reader
-        message = self._inbox.popleft()
+        message = inbox.popleft()
         _wake(self._inbox_space)
         act = self._activation
         # A message is an event: it waits while the object's input gate is closed.
@@ -573,6 +576,7 @@ async def deliver_message(ws: WebSocket, message: Message) -> None:
     if ws._closed:
         return  # we closed it; the peer had not seen our close frame yet
     if ws._mode == "held":
+        assert ws._inbox is not None
         while len(ws._inbox) >= _INBOX_LIMIT and not ws._closed:
             ws._inbox_space = asyncio.get_running_loop().create_future()
             await ws._inbox_space

@@ -49,7 +49,8 @@ class Connection(SocketTransport):
         self.scope = scope
         self._receive = receive
         self._send = send
-        self._outgoing: deque[Message] = deque()
+        # Made on first use: an idle hibernated connection should cost little.
+        self._outgoing: deque[Message] | None = None
         self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # the writer task is between two sends
@@ -61,7 +62,14 @@ class Connection(SocketTransport):
         self.websocket: WebSocket | None = None
         #: True once the handshake was answered (accepted or refused).
         self.answered = False
-        self.finished = asyncio.Event()
+        self._finished: asyncio.Event | None = None
+
+    @property
+    def finished(self) -> asyncio.Event:
+        """Set once the connection's task is done (made on first use)."""
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        return self._finished
 
     # -- the transport the kernel sees --------------------------------------------
 
@@ -92,7 +100,7 @@ class Connection(SocketTransport):
         self._pending_bytes += len(message)
         if self._pending_bytes > MAX_PENDING_BYTES:
             log.warning("WebSocket client is not reading; dropping the connection")
-            self._outgoing.clear()
+            self._outgoing = None
             self._pending_bytes = 0
             self._push({"type": "websocket.close", "code": 1011, "reason": "client too slow"})
             self._client_gone = True  # nothing more is queued for it
@@ -107,6 +115,8 @@ class Connection(SocketTransport):
         self._push({"type": "websocket.close", "code": code, "reason": reason})
 
     def _push(self, message: Message) -> None:
+        if self._outgoing is None:
+            self._outgoing = deque()
         self._outgoing.append(message)
         if self._writer is None or self._writer.done():
             # One writer at a time keeps frames in order; it ends when the queue is empty.
@@ -126,7 +136,7 @@ class Connection(SocketTransport):
                 except Exception as exc:  # the client went away (uvicorn: ClientDisconnected)
                     log.debug("WebSocket send failed: %r", exc)
                     self._client_gone = True
-                    self._outgoing.clear()
+                    self._outgoing = None
                     return
                 if kind == "websocket.accept":
                     self.answered = True
@@ -134,7 +144,11 @@ class Connection(SocketTransport):
                 elif kind == "websocket.close":
                     self.answered = True
         finally:
+            # Done: keep no finished task or empty queue per (mostly idle) connection.
             self._writing = False
+            self._writer = None
+            if not self._outgoing:
+                self._outgoing = None
 
     # -- the front's view: its own receive/send, until it hands the socket over ----------
 
