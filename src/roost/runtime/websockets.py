@@ -296,9 +296,10 @@ class WebSocket:
         if isinstance(gate, BaseException):
             if len(outbox) == 1:
                 self._flush()
-        elif gate is not None and gate is not self._waiting:
+        elif gate is not None and (gate is not self._waiting or gate.done()):
             # One callback per commit for all of an object's sockets, not one per
-            # frame: a broadcast to n sockets costs n appends here.
+            # frame: a broadcast to n sockets costs n appends here.  (A commit that
+            # is already done, i.e. failed, gets a new callback: its first one ran.)
             self._waiting = gate
             assert act is not None
             act.runtime.websockets.flush_after(gate, self)
