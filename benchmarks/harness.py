@@ -90,8 +90,13 @@ def http_get(url: str, timeout: float = 5.0) -> str:
 
 
 @contextmanager
-def server(argv: Sequence[str], *, port: int, env: dict[str, str] | None = None) -> Iterator[None]:
-    """Run a server pinned to the server core until the block ends (then SIGTERM)."""
+def server(
+    argv: Sequence[str], *, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server pinned to the server core until the block ends (then SIGTERM).
+
+    Yields the process (``taskset`` execs the server, so its pid is the server's).
+    """
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         pinned(SERVER_CORE, argv),
@@ -118,7 +123,7 @@ def server(argv: Sequence[str], *, port: int, env: dict[str, str] | None = None)
                         f"server {' '.join(argv)} did not listen on {port}"
                     ) from None
                 time.sleep(0.05)
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

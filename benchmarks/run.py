@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .harness import Figure
-from .scenarios import cold, http, million, rpc
+from .scenarios import cold, http, million, rpc, ws
 
 SCENARIOS = (
     "http-read-hot",
@@ -27,8 +27,9 @@ SCENARIOS = (
     "rpc-inc",
     "cold-activation",
     "million-objects",
+    "ws-broadcast",
 )
-MODULES = (http, rpc, cold, million)
+MODULES = (http, rpc, cold, million, ws)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

@@ -45,6 +45,11 @@ def test_help(runner: CliRunner, args: list[str]) -> None:
     assert "Usage:" in result.output
 
 
+def test_serve_offers_the_stats_route(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["serve", "--help"])
+    assert "--stats-path" in result.output
+
+
 def test_missing_file(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["serve", str(tmp_path / "nope.py"), "--data", str(tmp_path)])
     assert result.exit_code != 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -161,3 +162,41 @@ async def test_accept_rules_and_attachment_limit() -> None:
         pending = WebSocket(FakeTransport())
         with pytest.raises(RuntimeError):
             pending.send("too early")
+
+
+class BatchTransport(FakeTransport):
+    def send_many(self, messages: Sequence[str | bytes]) -> None:
+        self.out.append(("send_many", list(messages)))
+
+
+class Caster(DurableObject):
+    async def fetch(self, request: Request) -> Response:
+        assert request.websocket is not None
+        self.ctx.accept_websocket(request.websocket)
+        return Response(status_code=101)
+
+    async def websocket_message(self, ws: WebSocket, message: str | bytes) -> None:
+        await self.ctx.storage.put("n", 1)
+        for i in range(3):
+            for other in self.ctx.get_websockets():
+                other.send(f"{message}{i}")
+
+
+async def test_one_release_hands_each_socket_its_frames_at_once() -> None:
+    async with Runtime({"CAST": Caster}) as runtime:
+        stub = runtime.env.CAST.get_by_name("c")
+        pairs = []
+        for _ in range(3):
+            transport = BatchTransport()
+            ws = WebSocket(transport)
+            request = Request.build("http://object/", headers={"upgrade": "websocket"})
+            request.scope["extensions"] = {"roost.websocket": ws}
+            assert (await stub.fetch(request)).status_code == 101
+            pairs.append((ws, transport))
+        await settle()
+        await deliver_message(pairs[0][0], "m")
+        await settle()
+        for _, transport in pairs:
+            # Held by one commit, released together: one call, in order.
+            assert transport.out == [("accept", None), ("send_many", ["m0", "m1", "m2"])]
+        assert runtime.websockets._held == {}  # nothing left waiting

@@ -137,8 +137,19 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
     show_default=True,
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--stats-path",
+    metavar="PATH",
+    help="Answer GET PATH with the runtime's statistics as JSON (e.g. /_roost/stats).",
+)
 def serve(
-    app: str, host: str, port: int, data: Path | None, log_level: str, access_log: bool
+    app: str,
+    host: str,
+    port: int,
+    data: Path | None,
+    log_level: str,
+    access_log: bool,
+    stats_path: str | None,
 ) -> None:
     """Serve APP in production on uvicorn (uvloop, httptools).
 
@@ -148,6 +159,8 @@ def serve(
     """
     loaded = _load(app)
     loaded.app.data_dir = _data_dir(loaded, data)
+    if stats_path is not None:
+        loaded.app.stats_path = stats_path
     sock = _listen(host, port)
     _banner("serve", f"http://{host}:{sock.getsockname()[1]}", loaded.app.data_dir)
     config = make_config(

@@ -31,9 +31,9 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from .. import codec
 from ..errors import (
@@ -66,6 +66,8 @@ log = logging.getLogger("roost.websockets")
 Message = str | bytes
 _Key = tuple[str, str]
 _Mode = Literal["pending", "held", "hibernatable"]
+#: What a held frame waits for: nothing, a commit, or the error that broke the object.
+_Gate: TypeAlias = "asyncio.Future[None] | BaseException | None"
 
 #: Serialized attachments are capped like Cloudflare's (16 KiB).
 MAX_ATTACHMENT_BYTES: Final = 16 * 1024
@@ -73,6 +75,7 @@ MAX_TAGS: Final = 10
 MAX_TAG_LENGTH: Final = 256
 #: Received messages a held socket buffers before the peer is made to wait.
 _INBOX_LIMIT: Final = 64
+_MESSAGE_TYPES: Final = (str, bytes)
 #: Close codes that mean the connection failed rather than closed (RFC 6455 §7.4.1).
 _ERROR_CODES: Final = frozenset({1002, 1003, 1007, 1009, 1011})
 #: Codes an endpoint may put in a close frame, below the application range.
@@ -94,6 +97,16 @@ class SocketTransport(ABC):
     @abstractmethod
     def send(self, message: Message) -> None:
         """Send one text (``str``) or binary (``bytes``) message."""
+
+    def send_many(self, messages: Sequence[Message]) -> None:
+        """Send several messages in order.
+
+        The kernel calls it with every frame one release of the output gate
+        frees for this socket, so a transport can write them with one system
+        call; the default sends them one by one.
+        """
+        for message in messages:
+            self.send(message)
 
     @abstractmethod
     def close(self, code: int, reason: str) -> None:
@@ -137,6 +150,7 @@ class WebSocket:
         "_tags",
         "_attachment",
         "_outbox",
+        "_waiting",
         "_inbox",
         "_inbox_reader",
         "_inbox_space",
@@ -155,8 +169,11 @@ class WebSocket:
         self._activation: Activation | None = None  # held style only
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
-        self._outbox: deque[tuple[asyncio.Future[BaseException | None] | None, str, Any]] = deque()
-        self._inbox: deque[Message] = deque()
+        #: Frames held by the output gate, each with what it waits for (made on first use).
+        self._outbox: deque[tuple[_Gate, str, Any]] | None = None
+        #: The commit this socket last asked to be flushed after.
+        self._waiting: asyncio.Future[None] | None = None
+        self._inbox: deque[Message] | None = None  # held style only (made by accept)
         self._inbox_reader: asyncio.Future[None] | None = None
         self._inbox_space: asyncio.Future[None] | None = None
         self._closed = False
@@ -214,6 +231,7 @@ class WebSocket:
         self._mode = "held"
         self._activation = act
         self._owner = _Owner(act.runtime, act.namespace, act.object_id)
+        self._inbox = deque()
         act.held_sockets += 1
         act.runtime.websockets.add(act.key, self)
         self._output("accept", subprotocol)
@@ -231,6 +249,12 @@ class WebSocket:
 
         Raises :class:`~roost.WebSocketClosed` when the socket is known to be closed.
         """
+        # One test for the usual case; a broadcast calls this once per member.
+        if self._closed or self._mode == "pending" or type(message) not in _MESSAGE_TYPES:
+            self._check_send(message)
+        self._output("send", message)
+
+    def _check_send(self, message: object) -> None:
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         if self._mode == "pending":
@@ -241,7 +265,6 @@ class WebSocket:
                 code=self._close_code or 1006,
                 reason=self._close_reason,
             )
-        self._output("send", message)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket (before it is accepted: refuse the upgrade).
@@ -259,30 +282,72 @@ class WebSocket:
         self._output("close", (code, reason))
 
     def _output(self, kind: str, arg: Any) -> None:
-        gate = _gate_for(current_activation.get() or self._activation)
-        idle = not self._outbox
-        self._outbox.append((gate, kind, arg))
-        if idle:
-            self._flush()
-
-    def _flush(self, _done: object = None) -> None:
+        act = current_activation.get() or self._activation
+        gate: _Gate = None
+        if act is not None:
+            gate = act.broken if act.broken is not None else act.storage.output_barrier()
         outbox = self._outbox
+        if gate is None and not outbox:
+            self._emit(kind, arg)  # nothing to wait for, nothing ahead of it
+            return
+        if outbox is None:
+            outbox = self._outbox = deque()
+        outbox.append((gate, kind, arg))
+        if isinstance(gate, BaseException):
+            if len(outbox) == 1:
+                self._flush()
+        elif gate is not None and (gate is not self._waiting or gate.done()):
+            # One callback per commit for all of an object's sockets, not one per
+            # frame: a broadcast to n sockets costs n appends here.  (A commit that
+            # is already done, i.e. failed, gets a new callback: its first one ran.)
+            self._waiting = gate
+            assert act is not None
+            act.runtime.websockets.flush_after(gate, self)
+
+    def _flush(self) -> None:
+        """Hand the transport every frame whose writes are durable, in order."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        ready: list[Message] = []
         while outbox:
             gate, kind, arg = outbox[0]
             if gate is not None:
-                if not gate.done():
-                    gate.add_done_callback(self._flush)
-                    return
-                error = gate.result()
+                if isinstance(gate, BaseException):
+                    error: BaseException | None = gate
+                elif not gate.done():
+                    break  # flushed again when this commit is done
+                elif gate.cancelled():
+                    error = ObjectReset("the commit was cancelled")
+                else:
+                    error = gate.exception()
                 if error is not None:
                     # A write before these frames failed: none of them may leave.
                     outbox.clear()
+                    self._send_ready(ready)
                     log.warning("dropping WebSocket output after a failed write: %s", error)
                     self._mark_closed(1011, "object reset")
                     self._emit("close", (1011, "object reset"))
                     return
             outbox.popleft()
-            self._emit(kind, arg)
+            if kind == "send":
+                ready.append(arg)
+            else:
+                self._send_ready(ready)
+                ready = []
+                self._emit(kind, arg)
+        self._send_ready(ready)
+
+    def _send_ready(self, ready: list[Message]) -> None:
+        if not ready:
+            return
+        try:
+            if len(ready) == 1:
+                self._transport.send(ready[0])
+            else:
+                self._transport.send_many(ready)
+        except Exception:  # pragma: no cover - a transport bug must not break the object
+            log.exception("WebSocket transport failed on send")
 
     def _emit(self, kind: str, arg: Any) -> None:
         try:
@@ -308,7 +373,9 @@ class WebSocket:
                 "receive() is for held sockets (ws.accept()); hibernatable sockets "
                 "get their messages in websocket_message()"
             )
-        while not self._inbox:
+        inbox = self._inbox
+        assert inbox is not None
+        while not inbox:
             if self._closed:
                 raise WebSocketClosed(
                     "the WebSocket is closed",
@@ -317,7 +384,7 @@ class WebSocket:
                 )
             self._inbox_reader = asyncio.get_running_loop().create_future()
             await self._inbox_reader
-        message = self._inbox.popleft()
+        message = inbox.popleft()
         _wake(self._inbox_space)
         act = self._activation
         # A message is an event: it waits while the object's input gate is closed.
@@ -383,32 +450,6 @@ def _require_activation(what: str) -> Activation:
     return act
 
 
-def _gate_for(act: Activation | None) -> asyncio.Future[BaseException | None] | None:
-    """What an output made now must wait for: None, or a future of None (go) or
-    the error that broke the object (drop)."""
-    if act is None:
-        return None
-    loop = act.runtime.loop
-    gate: asyncio.Future[BaseException | None] = loop.create_future()
-    if act.broken is not None:
-        gate.set_result(act.broken)
-        return gate
-    # The commit of the object's latest batch (the open one, if any: writes made
-    # after `send` in the same step join it, so the batch stays atomic).
-    barrier = act.storage.output_barrier()
-    if barrier is None:
-        return None
-
-    def committed(done: asyncio.Future[None]) -> None:
-        if done.cancelled():
-            gate.set_result(ObjectReset("the commit was cancelled"))
-        else:
-            gate.set_result(done.exception())
-
-    barrier.add_done_callback(committed)
-    return gate
-
-
 # -- the registry (no I/O) ------------------------------------------------------------
 
 
@@ -419,6 +460,21 @@ class SocketRegistry:
     def __init__(self) -> None:
         self._sockets: dict[_Key, dict[WebSocket, None]] = {}
         self._auto: dict[_Key, tuple[Message, Message]] = {}
+        #: Sockets with frames held until a commit is done, per commit.
+        self._held: dict[asyncio.Future[None], list[WebSocket]] = {}
+
+    def flush_after(self, commit: asyncio.Future[None], ws: WebSocket) -> None:
+        """Flush ``ws`` once ``commit`` is done (with every other socket waiting on it)."""
+        waiting = self._held.get(commit)
+        if waiting is None:
+            self._held[commit] = [ws]
+            commit.add_done_callback(self._release)
+        else:
+            waiting.append(ws)
+
+    def _release(self, commit: asyncio.Future[None]) -> None:
+        for ws in self._held.pop(commit, ()):
+            ws._flush()
 
     def add(self, key: _Key, ws: WebSocket) -> None:
         self._sockets.setdefault(key, {})[ws] = None
@@ -521,6 +577,7 @@ async def deliver_message(ws: WebSocket, message: Message) -> None:
     if ws._closed:
         return  # we closed it; the peer had not seen our close frame yet
     if ws._mode == "held":
+        assert ws._inbox is not None
         while len(ws._inbox) >= _INBOX_LIMIT and not ws._closed:
             ws._inbox_space = asyncio.get_running_loop().create_future()
             await ws._inbox_space

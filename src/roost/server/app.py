@@ -35,6 +35,7 @@ from ..http import WEBSOCKET_EXTENSION, Request
 from ..object import DurableObject
 from ..runtime import Env, Runtime, WebSocket
 from .connection import Connection
+from .stats import stats_response
 
 __all__ = ["App", "FetchHandler"]
 
@@ -69,6 +70,9 @@ class App:
     max_message_size:
         Largest WebSocket message accepted (bytes); a larger one closes the
         socket with 1009.  Applied by ``roost serve``/``roost dev``.
+    stats_path:
+        When set (e.g. ``"/_roost/stats"``), ``GET`` on this path answers the
+        runtime's statistics as JSON (``roost.server.stats``); off by default.
     runtime_options:
         Passed to :class:`~roost.Runtime` (``idle_timeout``, ``durability``,
         ``max_queue``, ``clock``, ...).
@@ -86,6 +90,7 @@ class App:
         data_dir: str | Path | None = None,
         env: Mapping[str, Any] | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        stats_path: str | None = None,
         **runtime_options: Any,
     ) -> None:
         fronts = sum(x is not None for x in (fetch, routes, asgi))
@@ -105,6 +110,8 @@ class App:
         self._config = dict(env or {})
         self._runtime_options = runtime_options
         self.max_message_size = max_message_size
+        #: Path of the opt-in statistics route (None: off).
+        self.stats_path = stats_path
         self._runtime: Runtime | None = None
         self._front_state: dict[str, Any] = {}
         self._front_lifespan: asyncio.Task[None] | None = None
@@ -207,6 +214,10 @@ class App:
         return scope
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.stats_path is not None and scope["path"] == self.stats_path:
+            response = stats_response(self.runtime, websockets=len(self._connections))
+            await response(scope, receive, send)
+            return
         if self._fetch is None:
             assert self._front is not None
             await self._front(scope, receive, send)

@@ -1,8 +1,13 @@
 """One ASGI WebSocket connection, as the transport under a kernel ``WebSocket``.
 
-The kernel hands frames to :class:`Connection` through the three non-blocking
-methods of :class:`~roost.runtime.websockets.SocketTransport`; a writer task
-sends them to the ASGI server in order.  The connection's own task (the ASGI
+The kernel hands frames to :class:`Connection` through the non-blocking
+methods of :class:`~roost.runtime.websockets.SocketTransport`.  The handshake
+answer and close frames go to the ASGI server through a writer task, in order.
+Data frames, once the socket is accepted and nothing is queued before them,
+take the server's direct frame writer when it offers one (Roost's uvicorn
+protocol does, see ``protocol.py``): all the frames one release of the output
+gate frees for a socket leave in one ``write``, with no task, await or ASGI
+message per frame.  The connection's own task (the ASGI
 app call) reads frames and feeds them to the object with
 :func:`~roost.runtime.websockets.deliver_message`, one at a time: a socket's
 messages are delivered in order, and while one is being handled the next stays
@@ -15,12 +20,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 import starlette.responses
 from starlette.types import Message, Receive, Scope, Send
 
 from ..runtime import SocketTransport, WebSocket, deliver_close, deliver_message
+from .protocol import FRAMES_EXTENSION, FrameWriter
 
 __all__ = ["Connection"]
 
@@ -42,16 +49,27 @@ class Connection(SocketTransport):
         self.scope = scope
         self._receive = receive
         self._send = send
-        self._outgoing: deque[Message] = deque()
+        # Made on first use: an idle hibernated connection should cost little.
+        self._outgoing: deque[Message] | None = None
         self._pending_bytes = 0
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # the writer task is between two sends
+        #: The server's direct frame writer, once the handshake was accepted.
+        self._frames: FrameWriter | None = None
         self._client_gone = False
         self._delivering = False
         self._stopping: tuple[int, str] | None = None
         self.websocket: WebSocket | None = None
         #: True once the handshake was answered (accepted or refused).
         self.answered = False
-        self.finished = asyncio.Event()
+        self._finished: asyncio.Event | None = None
+
+    @property
+    def finished(self) -> asyncio.Event:
+        """Set once the connection's task is done (made on first use)."""
+        if self._finished is None:
+            self._finished = asyncio.Event()
+        return self._finished
 
     # -- the transport the kernel sees --------------------------------------------
 
@@ -59,12 +77,30 @@ class Connection(SocketTransport):
         self._push({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
 
     def send(self, message: str | bytes) -> None:
+        self.send_many((message,))
+
+    def send_many(self, messages: Sequence[str | bytes]) -> None:
+        if self._client_gone:
+            return
+        frames = self._frames
+        if frames is not None and not self._outgoing and not self._writing:
+            buffered = frames.write_frames(messages)
+            if buffered is not None and buffered > MAX_PENDING_BYTES:
+                # No close frame: it would wait behind 16 MiB the client is not reading.
+                log.warning("WebSocket client is not reading; dropping the connection")
+                self._client_gone = True
+                frames.abort()
+            return
+        for message in messages:
+            self._send_queued(message)
+
+    def _send_queued(self, message: str | bytes) -> None:
         if self._client_gone:
             return
         self._pending_bytes += len(message)
         if self._pending_bytes > MAX_PENDING_BYTES:
             log.warning("WebSocket client is not reading; dropping the connection")
-            self._outgoing.clear()
+            self._outgoing = None
             self._pending_bytes = 0
             self._push({"type": "websocket.close", "code": 1011, "reason": "client too slow"})
             self._client_gone = True  # nothing more is queued for it
@@ -75,29 +111,44 @@ class Connection(SocketTransport):
             self._push({"type": "websocket.send", "bytes": message})
 
     def close(self, code: int, reason: str) -> None:
+        self._frames = None  # nothing may follow the close frame
         self._push({"type": "websocket.close", "code": code, "reason": reason})
 
     def _push(self, message: Message) -> None:
+        if self._outgoing is None:
+            self._outgoing = deque()
         self._outgoing.append(message)
         if self._writer is None or self._writer.done():
             # One writer at a time keeps frames in order; it ends when the queue is empty.
             self._writer = asyncio.get_running_loop().create_task(self._write_all())
 
     async def _write_all(self) -> None:
-        while self._outgoing:
-            message = self._outgoing.popleft()
-            if message["type"] == "websocket.send":
-                data = message.get("text") or message.get("bytes") or b""
-                self._pending_bytes -= len(data)
-            try:
-                await self._send(message)
-            except Exception as exc:  # the client went away (uvicorn: ClientDisconnected)
-                log.debug("WebSocket send failed: %r", exc)
-                self._client_gone = True
-                self._outgoing.clear()
-                return
-            if message["type"] in ("websocket.accept", "websocket.close"):
-                self.answered = True
+        self._writing = True
+        try:
+            while self._outgoing:
+                message = self._outgoing.popleft()
+                kind = message["type"]
+                if kind == "websocket.send":
+                    data = message.get("text") or message.get("bytes") or b""
+                    self._pending_bytes -= len(data)
+                try:
+                    await self._send(message)
+                except Exception as exc:  # the client went away (uvicorn: ClientDisconnected)
+                    log.debug("WebSocket send failed: %r", exc)
+                    self._client_gone = True
+                    self._outgoing = None
+                    return
+                if kind == "websocket.accept":
+                    self.answered = True
+                    self._frames = (self.scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+                elif kind == "websocket.close":
+                    self.answered = True
+        finally:
+            # Done: keep no finished task or empty queue per (mostly idle) connection.
+            self._writing = False
+            self._writer = None
+            if not self._outgoing:
+                self._outgoing = None
 
     # -- the front's view: its own receive/send, until it hands the socket over ----------
 
