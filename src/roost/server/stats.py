@@ -30,6 +30,7 @@ def statistics(runtime: Runtime, *, websockets: int) -> dict[str, Any]:
             "connections": websockets,
         },
         "alarms": dataclasses.asdict(runtime.alarms.statistics()),
+        "storage": dataclasses.asdict(runtime.engine.statistics()),
         "process": {
             "rss_bytes": _rss_bytes(),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,

@@ -190,8 +190,31 @@ class ObjectStore(ABC):
 FaultHook = Callable[["ObjectStore", WriteBatch], None]
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStatistics:
+    """Counters of a storage engine, for metrics and benchmarks."""
+
+    #: Transactions committed (one per group commit).
+    commits: int
+    #: Object batches in those transactions.
+    batches: int
+    #: ``fsync`` calls that made commits durable (0 where nothing is synced).
+    syncs: int
+
+
 class StorageEngine(ABC):
     """A place where many objects keep their state."""
+
+    #: Transactions committed, and the object batches they carried.
+    commits: int = 0
+    batches_committed: int = 0
+
+    def statistics(self) -> EngineStatistics:
+        """How much the engine has committed and synced so far."""
+        return EngineStatistics(self.commits, self.batches_committed, self._syncs())
+
+    def _syncs(self) -> int:
+        return 0
 
     def __init__(self) -> None:
         self.fault_hook: FaultHook | None = None

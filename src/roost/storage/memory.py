@@ -150,6 +150,7 @@ class MemoryEngine(StorageEngine):
         group, self._pending = self._pending, []
         if group:
             self.commits += 1
+            self.batches_committed += len(group)
         for store, batch, future in group:
             error: BaseException | None = None
             if store.broken is not None:

@@ -33,11 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import os
 import sqlite3
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -47,6 +43,8 @@ from .engine import AlarmEntry, Durability, ListQuery, ObjectStore, StorageEngin
 from .objectdb import ObjectDatabase
 from .objectfiles import ObjectFiles
 from .sqlobject import SqlObjectStore
+from .walsync import Outcome as _Outcome
+from .walsync import WalSyncer
 
 __all__ = ["SqliteEngine"]
 
@@ -73,12 +71,9 @@ CREATE TABLE IF NOT EXISTS alarms (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due_ms);
 """
-#: Seconds between checkpoints while writes keep coming.
-_CHECKPOINT_INTERVAL: Final = 1.0
 #: The WAL file is cut back to this size after a checkpoint lets it restart.
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
-log = logging.getLogger("roost.storage")
 _ALARM_COLUMNS: Final = "ns, object, due_ms, retry_count, gen, sql"
 # A KV object's alarm: the row is the alarm; any write restarts its retries.
 _ALARM_UPSERT: Final = """
@@ -98,8 +93,6 @@ ON CONFLICT (ns, object) DO UPDATE SET
 #: A write the writer thread runs inside its group transaction; returns a result.
 _Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
-#: What became of one item: its future, its result, its error.
-_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
 
 class _SqliteObjectStore(ObjectStore):
@@ -235,7 +228,7 @@ class SqliteEngine(StorageEngine):
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._pending: list[_Item] = []
         self._writer: sqlite3.Connection | None = None
-        self._syncer: _WalSyncer | None = None
+        self._syncer: WalSyncer | None = None
         self._reader: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -258,7 +251,7 @@ class SqliteEngine(StorageEngine):
             writer.execute("PRAGMA synchronous=OFF")
             checkpointer = self._connect()
             checkpointer.execute("PRAGMA synchronous=FULL")
-            syncer = _WalSyncer(loop, self.path, checkpointer, fsync=self.durability == "full")
+            syncer = WalSyncer(loop, self.path, checkpointer, fsync=self.durability == "full")
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
         self._loop = loop
@@ -434,6 +427,9 @@ class SqliteEngine(StorageEngine):
         self._pending.append((store, work, future))
         return future
 
+    def _syncs(self) -> int:
+        return self._syncer.syncs if self._syncer is not None else 0
+
     @property
     def sync_hook(self) -> Callable[[], None] | None:
         """Test hook run in the sync thread before each ``fsync`` (see :class:`_WalSyncer`)."""
@@ -527,138 +523,6 @@ def _broken(store: ObjectStore) -> BaseException:
     return CommitFailed(f"an earlier commit of this object failed: {store.broken}")
 
 
-def _resolve(outcomes: list[_Outcome]) -> None:
-    for future, result, error in outcomes:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
-
-
 def _entry(row: tuple[Any, ...]) -> AlarmEntry:
     ns, obj, due, retries, gen, sql = row
     return AlarmEntry(ns, bytes(obj).hex(), int(due), int(retries), int(gen), bool(sql))
-
-
-class _WalSyncer:
-    """The thread that makes commits durable and checkpoints the WAL.
-
-    ``release_after_sync(outcomes)`` is called on the loop right after a
-    ``COMMIT``; the outcomes are resolved once an ``fsync`` of the WAL that
-    started after that commit has finished (with ``fsync=False``, at once).
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        path: Path,
-        checkpointer: sqlite3.Connection,
-        *,
-        fsync: bool,
-    ) -> None:
-        self._loop = loop
-        self._checkpointer = checkpointer
-        self._fsync = fsync
-        self._wal = f"{path}-wal"
-        self._wal_fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
-        _sync_directory(path.parent)  # the WAL file's name must survive a crash too
-        self._cond = threading.Condition()
-        self._waiting: list[list[_Outcome]] = []
-        self._stopping = False
-        self._dirty = False
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="roost-wal-sync", daemon=True)
-        self._thread.start()
-        #: How many ``fsync`` calls were made (for measurements).
-        self.syncs = 0
-        #: Called in the thread before each ``fsync``; tests block it to hold a
-        #: commit in flight, or raise ``OSError`` to fail it.
-        self.sync_hook: Callable[[], None] | None = None
-
-    def release_after_sync(self, outcomes: list[_Outcome]) -> None:
-        if not self._fsync:
-            _resolve(outcomes)
-            with self._cond:
-                if not self._dirty:
-                    self._dirty = True
-                    self._cond.notify()  # so that checkpoints happen
-            return
-        with self._cond:
-            self._waiting.append(outcomes)
-            self._dirty = True
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Sync and release everything waiting, checkpoint fully, stop the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join()
-        with contextlib.suppress(sqlite3.Error):
-            self._checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._checkpointer.close()
-        os.close(self._wal_fd)
-
-    def _main(self) -> None:
-        last_checkpoint = time.monotonic()
-        while True:
-            with self._cond:
-                timeout = None if not self._dirty else _CHECKPOINT_INTERVAL
-                if not self._waiting and not self._stopping:
-                    self._cond.wait(timeout)
-                taken, self._waiting = self._waiting, []
-                stopping = self._stopping and not taken
-            if taken:
-                self._release(taken)
-            if time.monotonic() - last_checkpoint >= _CHECKPOINT_INTERVAL or stopping:
-                with self._cond:
-                    dirty, self._dirty = self._dirty, False
-                if dirty:
-                    self._checkpoint()
-                last_checkpoint = time.monotonic()
-            if stopping:
-                return
-
-    def _release(self, taken: list[list[_Outcome]]) -> None:
-        error = self._failure
-        if error is None:
-            error = self._sync()
-        outcomes = [o for group in taken for o in group]
-        if error is not None:
-            outcomes = [(future, None, err or error) for future, _, err in outcomes]
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.call_soon_threadsafe(_resolve, outcomes)
-
-    def _sync(self) -> BaseException | None:
-        hook = self.sync_hook
-        if hook is not None:
-            try:
-                hook()
-            except Exception as exc:  # an injected failure fails this round only
-                return CommitFailed(f"commit failed: {exc}")
-        try:
-            os.fsync(self._wal_fd)
-        except OSError as exc:
-            # The kernel may have dropped the pages it failed to write: no later
-            # fsync can vouch for them, so this engine takes no more commits.
-            log.critical("fsync of %s failed; refusing all further commits: %s", self._wal, exc)
-            self._failure = CommitFailed(f"fsync of the database failed: {exc}")
-            return self._failure
-        self.syncs += 1
-        return None
-
-    def _checkpoint(self) -> None:
-        try:
-            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:  # retried at the next interval
-            log.warning("checkpoint of %s failed: %s", self._wal, exc)
-
-
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

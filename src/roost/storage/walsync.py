@@ -1,0 +1,178 @@
+"""Durability of the shared database: an ``fsync`` thread and a checkpoint thread.
+
+The engine commits on the event loop with ``synchronous=OFF`` (the commit only
+reaches the operating system).  :class:`WalSyncer` then makes it durable: one
+thread ``fsync``s the WAL file and resolves every commit made before that
+``fsync`` started; it does nothing else, so it needs the interpreter lock only
+to pick up work and to hand results back.  A second thread checkpoints the WAL
+into the database file now and then, through its own connection with
+``synchronous=FULL`` (SQLite then syncs the WAL before and the database after
+the checkpoint, so no part of the WAL is reused before it is durable in the
+database).  Checkpoints run apart from the ``fsync`` thread so that a
+checkpoint's writes never delay a commit's release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import CommitFailed
+
+__all__ = ["Outcome", "WalSyncer", "resolve_outcomes"]
+
+#: What became of one queued item: its future, its result, its error.
+Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+#: Seconds between checkpoints while writes keep coming.
+_CHECKPOINT_INTERVAL: Final = 1.0
+
+log = logging.getLogger("roost.storage")
+
+
+def resolve_outcomes(outcomes: list[Outcome]) -> None:
+    """Settle each future with its result or error (on the event loop)."""
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+class WalSyncer:
+    """Makes the commits of one WAL-mode database durable (see the module docstring).
+
+    ``release_after_sync(outcomes)`` is called on the loop right after a
+    ``COMMIT``; the outcomes are resolved once an ``fsync`` of the WAL that
+    started after that commit has finished (with ``fsync=False``, at once).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        path: Path,
+        checkpointer: sqlite3.Connection,
+        *,
+        fsync: bool,
+    ) -> None:
+        self._loop = loop
+        self._fsync = fsync
+        self._wal = f"{path}-wal"
+        self._wal_fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
+        _sync_directory(path.parent)  # the WAL file's name must survive a crash too
+        self._cond = threading.Condition()
+        self._waiting: list[list[Outcome]] = []
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._checkpoints = _Checkpointer(checkpointer, self._wal)
+        self._thread = threading.Thread(target=self._main, name="roost-wal-sync", daemon=True)
+        self._thread.start()
+        #: How many ``fsync`` calls were made (for measurements).
+        self.syncs = 0
+        #: Called in the thread before each ``fsync``; tests block it to hold a
+        #: commit in flight, or raise to fail it.
+        self.sync_hook: Callable[[], None] | None = None
+
+    def release_after_sync(self, outcomes: list[Outcome]) -> None:
+        self._checkpoints.dirty.set()
+        if not self._fsync:
+            resolve_outcomes(outcomes)
+            return
+        with self._cond:
+            self._waiting.append(outcomes)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Sync and release everything waiting, checkpoint fully, stop the threads."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join()
+        self._checkpoints.close()
+        os.close(self._wal_fd)
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._stopping:
+                    self._cond.wait()
+                taken, self._waiting = self._waiting, []
+                if not taken:
+                    return  # stopping, and nothing left to release
+            self._release(taken)
+
+    def _release(self, taken: list[list[Outcome]]) -> None:
+        error = self._failure
+        if error is None:
+            error = self._sync()
+        outcomes = [o for group in taken for o in group]
+        if error is not None:
+            outcomes = [(future, None, err or error) for future, _, err in outcomes]
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(resolve_outcomes, outcomes)
+
+    def _sync(self) -> BaseException | None:
+        hook = self.sync_hook
+        if hook is not None:
+            try:
+                hook()
+            except Exception as exc:  # an injected failure fails this round only
+                return CommitFailed(f"commit failed: {exc}")
+        try:
+            os.fsync(self._wal_fd)
+        except OSError as exc:
+            # The kernel may have dropped the pages it failed to write: no later
+            # fsync can vouch for them, so this engine takes no more commits.
+            log.critical("fsync of %s failed; refusing all further commits: %s", self._wal, exc)
+            self._failure = CommitFailed(f"fsync of the database failed: {exc}")
+            return self._failure
+        self.syncs += 1
+        return None
+
+
+class _Checkpointer:
+    """A thread that checkpoints the WAL at most once per interval, while it changes."""
+
+    def __init__(self, conn: sqlite3.Connection, wal: str) -> None:
+        self._conn = conn
+        self._wal = wal
+        self.dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="roost-checkpoint", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.dirty.set()
+        self._thread.join()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            self.dirty.wait()
+            if self._stop.wait(_CHECKPOINT_INTERVAL):
+                return
+            self.dirty.clear()
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # retried after the next interval
+                log.warning("checkpoint of %s failed: %s", self._wal, exc)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
