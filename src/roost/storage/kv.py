@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 from .. import codec
 from ..errors import CommitFailed, ObjectReset, SqlNotEnabled, StorageLimitExceeded
 from .engine import ListQuery, ObjectStore, WriteBatch
+from .ranges import Entry as _Entry
+from .ranges import make_query, merge_range
 from .sql import SqlStorage
 
 if TYPE_CHECKING:
@@ -35,9 +37,6 @@ __all__ = ["CommitFuture", "Storage", "StorageLimits", "Transaction"]
 
 T = TypeVar("T")
 
-#: A cache entry: the encoded value (``None``: known to be absent) and, for
-#: immutable values, the decoded value to hand out without decoding again.
-_Entry = tuple[bytes | None, Any]
 _ABSENT: Final[_Entry] = (None, None)
 _NOT_DECODED: Final = object()
 
@@ -48,76 +47,6 @@ class StorageLimits:
 
     max_key_bytes: int = 2048
     max_value_bytes: int = 128 * 1024
-
-
-def _prefix_end(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with ``prefix``."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if 0xD800 <= code <= 0xDFFF:
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None
-
-
-def _make_query(
-    start: str | None,
-    start_after: str | None,
-    end: str | None,
-    prefix: str | None,
-    reverse: bool,
-    limit: int | None,
-) -> ListQuery:
-    for name, value in (
-        ("start", start),
-        ("start_after", start_after),
-        ("end", end),
-        ("prefix", prefix),
-    ):
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"list({name}=...) takes a str, not {type(value).__name__}")
-    if start is not None and start_after is not None:
-        raise ValueError("list() takes start or start_after, not both")
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"list(limit=...) must be a positive int, not {limit!r}")
-    low, low_open = (start_after, True) if start_after is not None else (start, False)
-    high = end
-    if prefix:
-        if low is None or low < prefix:
-            low, low_open = prefix, False
-        upper = _prefix_end(prefix)
-        if upper is not None and (high is None or upper < high):
-            high = upper
-    return ListQuery(low=low, low_open=low_open, high=high, reverse=reverse, limit=limit)
-
-
-def _merge_range(
-    query: ListQuery,
-    overlay: Mapping[str, _Entry],
-    base: Callable[[ListQuery], list[tuple[str, bytes]]] | None,
-) -> list[tuple[str, bytes]]:
-    """Rows of ``query``: ``overlay`` (newer) laid over ``base`` (older, or none)."""
-    mine = {k: e for k, e in overlay.items() if query.contains(k)}
-    merged: dict[str, bytes] = {}
-    if base is not None:
-        limit = query.limit
-        if limit is not None:
-            # Each known-deleted key can hide one base row; ask for that many more.
-            limit += sum(1 for e in mine.values() if e[0] is None)
-        merged.update(base(ListQuery(query.low, query.low_open, query.high, query.reverse, limit)))
-    for key, (encoded, _) in mine.items():
-        if encoded is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = encoded
-    keys = sorted(merged, reverse=query.reverse)
-    if query.limit is not None:
-        keys = keys[: query.limit]
-    return [(k, merged[k]) for k in keys]
 
 
 def alarm_time_ms(when: datetime | int | float) -> int:
@@ -302,7 +231,7 @@ class _KvApi(ABC):
         ``start`` is inclusive, ``start_after`` exclusive, ``end`` exclusive;
         ``prefix`` keeps only keys that begin with it; ``limit`` caps the count.
         """
-        query = _make_query(start, start_after, end, prefix, reverse, limit)
+        query = make_query(start, start_after, end, prefix, reverse, limit)
         return Done({k: codec.decode(v) for k, v in self._range(query)})
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
@@ -397,7 +326,7 @@ class Transaction(_KvApi):
 
     def _range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         self._check_live()
-        return _merge_range(query, self._overlay, None if self._cleared else self._parent._range)
+        return merge_range(query, self._overlay, None if self._cleared else self._parent._range)
 
     def _alarm_value(self) -> int | None:
         self._check_live()
@@ -597,8 +526,8 @@ class Storage(_KvApi):
     def _range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         self._check_open()
         if self._complete:
-            return _merge_range(query, self._cache, None)
-        rows = _merge_range(query, self._cache, self._store.read_range)
+            return merge_range(query, self._cache, None)
+        rows = merge_range(query, self._cache, self._store.read_range)
         if query.low is None and query.high is None and query.limit is None:
             # We just saw every key: keep them, and answer later misses from memory.
             for key, encoded in rows:
