@@ -131,3 +131,13 @@ values = st.recursive(
 @given(values)
 def test_any_accepted_value_round_trips(value: Any) -> None:
     assert codec.decode(codec.encode(value)) == value
+
+
+class MyDatetime(dt.datetime):
+    pass
+
+
+def test_datetime_subclasses_are_stored_as_datetimes() -> None:
+    for value in (MyDatetime(2020, 1, 2, 3, 4, 5), MyDatetime(2020, 1, 2, tzinfo=dt.UTC)):
+        back = codec.decode(codec.encode(value))
+        assert back == value and type(back) is dt.datetime

@@ -48,7 +48,11 @@ def is_immutable_scalar(value: object) -> bool:
     return type(value) in _IMMUTABLE_SCALARS
 
 
-def _refuse(_encoder: Any, value: Any) -> None:
+def _refuse(encoder: Any, value: Any) -> None:
+    if isinstance(value, datetime):
+        # A datetime subclass (freezegun's, pandas') that cbor2 matched as a date.
+        _encode_datetime(encoder, datetime.fromisoformat(value.isoformat()))
+        return
     raise TypeError(
         f"cannot store or send a value of type {type(value).__qualname__!r}: Roost accepts "
         "None, bool, int, float, str, bytes, list, tuple, dict, set, datetime, Decimal, "
@@ -113,11 +117,11 @@ except ImportError:  # pragma: no cover
     pass
 
 _ENCODERS: Final[dict[type, Callable[[Any, Any], None]]] = {
-    **{t: _refuse for t in _refused_natives},
     tuple: _encode_tuple,
     datetime: _encode_datetime,
     Decimal: _native("encode_decimal"),
     UUID: _native("encode_uuid"),
+    **{t: _refuse for t in _refused_natives},
 }
 
 

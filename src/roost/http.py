@@ -15,11 +15,10 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import starlette.requests
 import starlette.responses
-from starlette.datastructures import URL
 from starlette.types import Message, Receive
 
 if TYPE_CHECKING:
@@ -122,7 +121,12 @@ def _url_of(connection: starlette.requests.HTTPConnection) -> str:
     if host is None:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else "object"
-    path = scope.get("root_path", "") + scope["path"]
+    # The URL carries the path as the client sent it (percent-encoded): the
+    # decoded scope["path"] would turn "%3F" into a query and "%2F" into a slash.
+    raw = scope.get("raw_path")
+    path = quote(scope.get("root_path", "")) + (
+        raw.decode("latin-1") if raw else quote(scope["path"])
+    )
     query = scope.get("query_string", b"")
     return (
         f"{scheme}://{host}{path}?{query.decode('latin-1')}"
@@ -189,7 +193,7 @@ class RequestMessage:
             "http_version": "1.1",
             "method": self.method.upper(),
             "scheme": parts.scheme,
-            "path": parts.path or "/",
+            "path": unquote(parts.path) or "/",
             "raw_path": (parts.path or "/").encode("latin-1"),
             "query_string": parts.query.encode("latin-1"),
             "root_path": "",
@@ -200,10 +204,7 @@ class RequestMessage:
         }
 
     def to_request(self) -> Request:
-        request = Request(self.to_scope(), self._receive())
-        # We hold the URL already; building it again from the scope is slow.
-        request._url = URL(self.url if "://" in self.url else _absolute(self.url))
-        return request
+        return Request(self.to_scope(), self._receive())
 
     def _receive(self) -> Receive:
         body = self.body

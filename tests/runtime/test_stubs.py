@@ -222,3 +222,29 @@ class NoInit(roost.DurableObject):
 async def test_classes_without_init_work() -> None:
     async with roost.Runtime({"N": NoInit}) as rt:
         assert await rt.env.N.get_by_name("z").ping() == "pong z"
+
+
+class Echo(roost.DurableObject):
+    async def fetch(self, request: roost.Request) -> roost.Response:
+        return roost.Response(f"{request.scope['path']}|{request.url.query}")
+
+
+async def test_fetch_keeps_percent_encoded_paths_intact() -> None:
+    async with roost.Runtime({"E": Echo}) as rt:
+        stub = rt.env.E.get_by_name("x")
+        # "%3F" and "%2F" are part of the path segment, not a query or a slash.
+        assert (await stub.fetch("http://h/room/a%3Fb%2Fc?x=1")).text == "/room/a?b/c|x=1"
+        assert (await stub.fetch("/a%20b")).text == "/a b|"
+        front = roost.Request(
+            {
+                "type": "http",
+                "method": "GET",
+                "path": "/r/a?b",
+                "raw_path": b"/r/a%3Fb",
+                "query_string": b"q=1",
+                "headers": [(b"host", b"h")],
+                "scheme": "http",
+                "server": ("h", 80),
+            }  # fmt: skip
+        )
+        assert (await stub.fetch(front)).text == "/r/a?b|q=1"

@@ -176,3 +176,14 @@ async def test_writes_need_no_await_and_survive_a_restart(data_dir: str) -> None
             await rt.env.U.get_by_name("u").bad_write()
     async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
         assert await rt.env.U.get_by_name("u").read() == {"a": 1, "b": 2}
+
+
+async def test_a_data_directory_serves_one_process_at_a_time(data_dir: str) -> None:
+    async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
+        await rt.env.U.get_by_name("u").write()
+        other = roost.Runtime({"U": Unawaited}, data_dir=data_dir)
+        with pytest.raises(roost.StorageError, match="in use by another Roost process"):
+            await other.start()
+    # Once the first has closed, the directory is free again.
+    async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
+        assert await rt.env.U.get_by_name("u").read() == {"a": 1, "b": 2}

@@ -96,6 +96,8 @@ class Runtime:
                 raise ValueError(f"binding names are non-empty str, not {name!r}")
             if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
                 raise TypeError(f"binding {name!r} must be a DurableObject subclass, not {cls!r}")
+        if durability not in ("full", "process"):
+            raise ValueError(f"durability must be 'full' or 'process', not {durability!r}")
         if idle_timeout <= 0 or max_live_objects < 1 or max_queue < 1:
             raise ValueError("idle_timeout, max_live_objects and max_queue must be positive")
         self.classes: dict[str, type[DurableObject]] = dict(objects)
@@ -214,6 +216,9 @@ class Runtime:
             act.construct()
         except Exception as exc:
             self._live.pop(key, None)
+            # Writes the constructor made before it raised are dropped, and the
+            # object's files are released for the next attempt.
+            act.storage.close(exc)
             raise ObjectRaised(exc, namespace) from None
         if len(self._live) > self.max_live_objects:
             self._evict_over_cap()
@@ -246,9 +251,10 @@ class Runtime:
         cutoff = self.clock.monotonic() - self.idle_timeout
         expired: list[Activation] = []
         for act in self._live.values():
-            if act.last_used > cutoff:
-                break  # the table is in least-recently-used order
-            expired.append(act)
+            # Mostly in least-recently-used order, but output waits and
+            # background work also refresh last_used: look at every one.
+            if act.last_used <= cutoff:
+                expired.append(act)
         evicted = 0
         for act in expired:
             if act.idle:

@@ -30,7 +30,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import RoostError, RuntimeClosed
+from ..errors import InvalidObjectId, RoostError, RuntimeClosed
 from ..http import WEBSOCKET_EXTENSION, Request
 from ..object import DurableObject
 from ..runtime import Env, Runtime, WebSocket
@@ -335,11 +335,14 @@ async def _no_body() -> Message:
 async def _roost_error_handler(
     request: StarletteRequest, exc: Exception
 ) -> starlette.responses.Response:
-    """Map Roost's errors at the HTTP boundary: overload and shutdown are 503."""
+    """Map Roost's errors at the HTTP boundary: overload and shutdown are 503, a
+    malformed object ID from the request is the client's error (400)."""
     if getattr(exc, "overloaded", False) or isinstance(exc, RuntimeClosed):
         return starlette.responses.PlainTextResponse(
             "Service Unavailable: " + str(exc), 503, headers={"retry-after": "1"}
         )
+    if isinstance(exc, InvalidObjectId) and not getattr(exc, "remote", False):
+        return starlette.responses.PlainTextResponse("Bad Request: " + str(exc), 400)
     log.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
     return starlette.responses.PlainTextResponse("Internal Server Error", 500)
 

@@ -365,6 +365,7 @@ class Storage(_KvApi):
         "_complete",
         "_batch",
         "_tail",
+        "_before",
         "_broken",
         "_on_failure",
         "_sql",
@@ -390,6 +391,7 @@ class Storage(_KvApi):
         self._complete = False
         self._batch: WriteBatch | None = None
         self._tail: CommitFuture | None = None
+        self._before: CommitFuture | None = None  # the tail when the open batch began
         self._broken: BaseException | None = None
         self._on_failure = on_failure
         self._sql: SqlStorage | None = None
@@ -547,13 +549,15 @@ class Storage(_KvApi):
         batch = self._batch
         if batch is None:
             batch = self._batch = WriteBatch()
+            self._before = self._tail
             self._tail = CommitFuture(loop=self._loop)
             self._loop.call_soon(self._seal)
         return batch
 
     def _seal(self) -> None:
         batch, self._batch = self._batch, None
-        done = self._tail
+        done, before = self._tail, self._before
+        self._before = None
         if batch is None or done is None:
             return
         if self._broken is not None:
@@ -565,10 +569,20 @@ class Storage(_KvApi):
             self._failed(exc)
             done.fail(exc)
             return
-        future.add_done_callback(lambda f: self._committed(f, done))
+        future.add_done_callback(lambda f: self._committed(f, done, before))
 
-    def _committed(self, future: asyncio.Future[None], done: CommitFuture) -> None:
+    def _committed(
+        self, future: asyncio.Future[None], done: CommitFuture, before: CommitFuture | None
+    ) -> None:
+        if before is not None and not before.done():
+            # An engine may settle a batch that changed nothing before an
+            # earlier one is durable; outputs wait on the latest batch only,
+            # so it must not settle ahead of those before it.
+            before.add_done_callback(lambda _: self._committed(future, done, before))
+            return
         error = CommitFailed("commit was cancelled") if future.cancelled() else future.exception()
+        if error is None and before is not None and before.exception() is not None:
+            error = before.exception()
         if error is None:
             done.set_result(None)
         else:

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -147,24 +149,6 @@ class _SqliteObjectStore(ObjectStore):
     def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
         return self._engine.enqueue(self, batch)
 
-    def apply(self, conn: sqlite3.Connection, batch: WriteBatch) -> None:
-        ns, obj = self._ns, self._object
-        if batch.clear:
-            conn.execute("DELETE FROM kv WHERE ns=? AND object=?", (ns, obj))
-        puts = [(ns, obj, k, v) for k, v in batch.writes.items() if v is not None]
-        deletes = [(ns, obj, k) for k, v in batch.writes.items() if v is None]
-        if deletes:
-            conn.executemany("DELETE FROM kv WHERE ns=? AND object=? AND key=?", deletes)
-        if len(puts) == 1:
-            conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts[0])
-        elif puts:
-            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts)
-        if batch.alarm_changed:
-            if batch.alarm_ms is None:
-                conn.execute("DELETE FROM alarms WHERE ns=? AND object=?", (ns, obj))
-            else:
-                conn.execute(_ALARM_UPSERT, (ns, obj, batch.alarm_ms, batch.alarm_ms))
-
 
 def _apply_all(
     conn: sqlite3.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]
@@ -227,6 +211,7 @@ class SqliteEngine(StorageEngine):
         self.durability = durability
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._pending: list[_Item] = []
+        self._lock_fd: int | None = None
         self._writer: sqlite3.Connection | None = None
         self._syncer: WalSyncer | None = None
         self._reader: sqlite3.Connection | None = None
@@ -242,6 +227,7 @@ class SqliteEngine(StorageEngine):
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_data_dir(self.path.parent)
             writer = self._connect()
             self._prepare(writer)
             # Our own checkpoints (see the module docstring); a WAL that a
@@ -253,6 +239,9 @@ class SqliteEngine(StorageEngine):
             checkpointer.execute("PRAGMA synchronous=FULL")
             syncer = WalSyncer(loop, self.path, checkpointer, fsync=self.durability == "full")
         except (OSError, sqlite3.Error) as exc:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
         self._loop = loop
         self._writer = writer
@@ -274,6 +263,9 @@ class SqliteEngine(StorageEngine):
             await asyncio.sleep(0)
             self._writer.close()
             self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the data directory's lock
+            self._lock_fd = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -489,7 +481,7 @@ class SqliteEngine(StorageEngine):
         if store.broken is None:
             assert isinstance(work, WriteBatch)
             self.check_fault(store, work)
-            store.apply(conn, work)
+            _apply_all(conn, [(store, work)])
         return None
 
     def _commit_one(
@@ -517,6 +509,26 @@ class SqliteEngine(StorageEngine):
         self.commits += 1
         self.batches_committed += store is not None
         return (future, result, None)
+
+
+def _lock_data_dir(directory: Path) -> int:
+    """Hold ``directory/LOCK`` for as long as the engine runs.
+
+    Two processes on one data directory would each believe they own its
+    objects (two live instances of one ID, lost updates); the second is refused.
+    """
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StorageError(
+            f"data directory {directory} is in use by another Roost process (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _broken(store: ObjectStore) -> BaseException:
