@@ -369,3 +369,30 @@ async def test_an_over_full_queue_answers_overloaded_at_once() -> None:
         assert sorted(await asyncio.gather(*queued)) == list(range(1, 10))
         # Once drained, the object takes calls again.
         assert await stub.increment() == 10
+
+
+class Syncs(roost.DurableObject):
+    async def write_and_sync(self) -> None:
+        await self.ctx.storage.put("v", 1)
+        await self.ctx.storage.sync()  # waits for the disk: a storage operation
+        TRACE.append(("synced", 0))
+
+    async def mark(self) -> None:
+        TRACE.append(("mark", 0))
+
+
+async def test_storage_sync_holds_other_events_like_any_storage_operation(
+    data_dir: str,
+) -> None:
+    async with roost.Runtime({"S": Syncs}, data_dir=data_dir) as rt:
+        blocker = BlockingCommits()
+        rt.engine.sync_hook = blocker
+        stub = rt.env.S.get_by_name("x")
+        writer = asyncio.create_task(stub.write_and_sync())
+        await asyncio.to_thread(blocker.entered.wait, 5)
+        marker = asyncio.create_task(stub.mark())
+        await asyncio.sleep(0.05)
+        assert TRACE == [], "another event ran while sync() waited for the disk"
+        blocker.release.set()
+        await asyncio.gather(writer, marker)
+        assert TRACE == [("synced", 0), ("mark", 0)]

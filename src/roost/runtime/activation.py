@@ -86,14 +86,15 @@ class Activation:
         self.cls = cls
         self.object_id = object_id
         self.key = (namespace, object_id.hex)
+        self.gate = InputGate(loop)
         self.storage = Storage(
             runtime.engine.open_object(namespace, object_id.hex, sql=cls.sql_enabled),
             limits=runtime.limits,
             loop=loop,
             on_failure=self._storage_failed,
+            gate=self.gate,
         )
         self.ctx = ObjectState(self)
-        self.gate = InputGate(loop)
         self.instance: DurableObject | None = None
         self.events = 0
         self.pending_outputs = 0

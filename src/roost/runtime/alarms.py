@@ -353,7 +353,7 @@ class AlarmScheduler:
 
     async def _reindex(self, entry: AlarmEntry, truth: int | None) -> None:
         # Re-read the row now: any set_alarm after this point lowers it again
-        # after our update (the writer applies index writes in order).
+        # after our update (the group commit applies index writes in order).
         fresh = self._runtime.engine.alarm_entry(entry.namespace, entry.object_id)
         if fresh is None or (truth is not None and fresh.due_ms == truth):
             return

@@ -1,6 +1,6 @@
 """Clocks: the runtime's only source of time.
 
-Eviction and (later) alarms read time through a :class:`Clock`, so tests can
+Eviction and alarms read time through a :class:`Clock`, so tests can
 swap in :class:`ManualClock` and move time forward instantly instead of sleeping.
 """
 

@@ -31,6 +31,7 @@ from .ranges import make_query, merge_range
 from .sql import SqlStorage
 
 if TYPE_CHECKING:
+    from ..runtime.gates import InputGate
     from .objectdb import ObjectDatabase
 
 __all__ = ["CommitFuture", "Storage", "StorageLimits", "Transaction"]
@@ -366,6 +367,7 @@ class Storage(_KvApi):
         "_batch",
         "_tail",
         "_before",
+        "_gate",
         "_broken",
         "_on_failure",
         "_sql",
@@ -382,9 +384,11 @@ class Storage(_KvApi):
         limits: StorageLimits,
         loop: asyncio.AbstractEventLoop,
         on_failure: Callable[[BaseException], None],
+        gate: InputGate | None = None,
     ) -> None:
         super().__init__(limits)
         self._store = store
+        self._gate = gate
         self._loop = loop
         self._cache: dict[str, _Entry] = {}
         # True when the cache holds every key: a miss then means "absent".
@@ -617,7 +621,18 @@ class Storage(_KvApi):
         self._store.close()
 
     async def sync(self) -> None:
-        """Wait until every write made so far is durable."""
+        """Wait until every write made so far is durable.
+
+        A storage operation: no other event of this object starts meanwhile.
+        """
         barrier = self.output_barrier()
-        if barrier is not None:
+        if barrier is None:
+            return
+        if self._gate is None:
             await barrier
+            return
+        self._gate.close()
+        try:
+            await barrier
+        finally:
+            self._gate.open()

@@ -17,10 +17,10 @@ but wait on the disk, so it needs the interpreter lock twice per ``fsync``;
 running the SQL itself in a thread made it fight the event loop for the lock
 at every statement, which cost milliseconds per commit under load.
 
-Checkpoints copy the WAL into the database file in the same thread, through
-a connection of their own with ``synchronous=FULL`` (the WAL is synced before
-and the database after each checkpoint), so the WAL is never reused before
-what it held is durable in the database.  Reads run on the event loop's thread
+Checkpoints copy the WAL into the database file in a thread of their own,
+through a connection with ``synchronous=FULL`` (the WAL is synced before and
+the database after each checkpoint), so the WAL is never reused before what it
+held is durable in the database (:mod:`.walsync`).  Reads run on the event loop's thread
 on a separate read-only connection.
 
 The same database holds the *alarm index*, ``alarms``, ordered by due time
@@ -92,7 +92,7 @@ ON CONFLICT (ns, object) DO UPDATE SET
     due_ms = min(due_ms, excluded.due_ms), retry_count = 0, gen = gen + 1
 """
 
-#: A write the writer thread runs inside its group transaction; returns a result.
+#: An engine write run inside the next group transaction, in order; returns a result.
 _Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
 
@@ -157,7 +157,7 @@ def _apply_all(
 
     Only the last write of each key counts, so a group of many objects' batches
     becomes one ``executemany`` of deletes and one of upserts (the per-row
-    Python work of a statement each was most of the writer thread's time).
+    Python work of a statement each was most of a group commit's time).
     """
     final: dict[tuple[str, bytes, str], bytes | None] = {}
     alarms: dict[tuple[str, bytes], int | None] = {}
@@ -198,8 +198,8 @@ class SqliteEngine(StorageEngine):
         Directory for the database; created when missing.
     durability:
         ``"full"`` (default) fsyncs every commit before its outputs are released
-        (``synchronous=FULL``): acknowledged writes survive ``kill -9`` and power
-        loss.  ``"process"`` (``synchronous=NORMAL``) survives ``kill -9`` of the
+        (the WAL is ``fsync``ed before outputs leave): acknowledged writes survive
+        ``kill -9`` and power loss.  ``"process"`` (no ``fsync``) survives ``kill -9`` of the
         server but may lose the last commits on power loss or an OS crash.
     """
 
@@ -424,7 +424,7 @@ class SqliteEngine(StorageEngine):
 
     @property
     def sync_hook(self) -> Callable[[], None] | None:
-        """Test hook run in the sync thread before each ``fsync`` (see :class:`_WalSyncer`)."""
+        """Test hook run in the sync thread before each ``fsync`` (:class:`.walsync.WalSyncer`)."""
         return self._syncer.sync_hook if self._syncer is not None else None
 
     @sync_hook.setter
