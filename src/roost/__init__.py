@@ -13,6 +13,7 @@ names not listed in ``__all__`` are internal.
 from .errors import (
     CommitFailed,
     InvalidObjectId,
+    InvalidState,
     ObjectOverloaded,
     ObjectReset,
     RemoteError,
@@ -44,6 +45,7 @@ __all__ = [
     "DurableObject",
     "Env",
     "InvalidObjectId",
+    "InvalidState",
     "Namespace",
     "ObjectId",
     "ObjectOverloaded",

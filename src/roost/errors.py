@@ -21,6 +21,8 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
     │                                        ctx.abort()); its held outputs fail
     ├── ObjectOverloaded                     the object's queue is full; retry later
     ├── RuntimeClosed                        the runtime is shut down
+    ├── InvalidState (RuntimeError)          use of something no longer usable (a
+    │                                        finished transaction)
     ├── WebSocketError                       a WebSocket failed (``code``, ``reason``)
     │   └── WebSocketClosed                  use of a WebSocket that is already closed
     └── RemoteError                          mixed into every exception re-raised at a
@@ -45,6 +47,7 @@ from typing import Any
 __all__ = [
     "CommitFailed",
     "InvalidObjectId",
+    "InvalidState",
     "ObjectOverloaded",
     "ObjectReset",
     "RemoteError",
@@ -139,6 +142,10 @@ class ObjectOverloaded(RoostError):
     """The object's event queue is full; the call was refused at once."""
 
     overloaded = True
+
+
+class InvalidState(RoostError, RuntimeError):
+    """An operation on something that is no longer usable, e.g. a finished transaction."""
 
 
 class RuntimeClosed(RoostError):

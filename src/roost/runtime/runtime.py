@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .. import codec
-from ..errors import RpcMethodNotFound, RuntimeClosed
+from ..errors import ObjectReset, RpcMethodNotFound, RuntimeClosed
 from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject, is_rpc_method
@@ -232,7 +232,7 @@ class Runtime:
 
     def _evict(self, act: Activation) -> None:
         del self._live[act.key]
-        act.storage.close(RuntimeError("object was evicted"))
+        act.storage.close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from .. import codec
 from ..errors import (
+    InvalidState,
     ObjectOverloaded,
     ObjectReset,
     RoostError,
@@ -238,7 +239,7 @@ class WebSocket:
 
     def _check_pending(self) -> None:
         if self._mode != "pending":
-            raise RuntimeError("this WebSocket was already accepted")
+            raise InvalidState("this WebSocket was already accepted")
         if self._closed:
             raise WebSocketClosed("the WebSocket closed before it was accepted")
 
@@ -258,7 +259,7 @@ class WebSocket:
         if not isinstance(message, (str, bytes)):
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         if self._mode == "pending":
-            raise RuntimeError("accept the WebSocket before sending on it")
+            raise InvalidState("accept the WebSocket before sending on it")
         if self._closed:
             raise WebSocketClosed(
                 "cannot send on a closed WebSocket",
@@ -369,7 +370,7 @@ class WebSocket:
         every message received before the close was read.
         """
         if self._mode != "held":
-            raise RuntimeError(
+            raise InvalidState(
                 "receive() is for held sockets (ws.accept()); hibernatable sockets "
                 "get their messages in websocket_message()"
             )
@@ -446,7 +447,7 @@ def _wake(future: asyncio.Future[None] | None) -> None:
 def _require_activation(what: str) -> Activation:
     act = current_activation.get()
     if act is None:
-        raise RuntimeError(f"{what} must be called by a durable object's code (inside fetch)")
+        raise InvalidState(f"{what} must be called by a durable object's code (inside fetch)")
     return act
 
 

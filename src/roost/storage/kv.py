@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from .. import codec
-from ..errors import CommitFailed, ObjectReset, SqlNotEnabled, StorageLimitExceeded
+from ..errors import CommitFailed, InvalidState, ObjectReset, SqlNotEnabled, StorageLimitExceeded
 from .engine import ListQuery, ObjectStore, WriteBatch
 from .ranges import Entry as _Entry
 from .ranges import make_query, merge_range
@@ -301,7 +301,7 @@ class Transaction(_KvApi):
 
     def _check_live(self) -> None:
         if self._done:
-            raise RuntimeError("this transaction has finished; use storage outside it")
+            raise InvalidState("this transaction has finished; use ctx.storage outside it")
 
     def _lookup(self, key: str) -> _Entry:
         self._check_live()
