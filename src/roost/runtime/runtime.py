@@ -233,13 +233,17 @@ class Runtime:
 
     def _evict_over_cap(self) -> None:
         excess = len(self._live) - self.max_live_objects
-        # Look a little past the excess: the oldest few may be busy.
-        for act in list(itertools.islice(self._live.values(), excess + 64)):
-            if excess <= 0:
-                break
+        # Look a little past the excess (the oldest few may be busy), and stop
+        # as soon as enough idle ones are found: this runs on every activation
+        # past the cap.
+        victims: list[Activation] = []
+        for act in itertools.islice(self._live.values(), excess + 64):
             if act.idle:
-                self._evict(act)
-                excess -= 1
+                victims.append(act)
+                if len(victims) == excess:
+                    break
+        for act in victims:
+            self._evict(act)
 
     def evict_idle(self) -> int:
         """Evict every object idle for ``idle_timeout`` or more; return how many."""
