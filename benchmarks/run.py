@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .harness import Figure
-from .scenarios import cold, http, million, rpc
+from .scenarios import alarms, cold, http, million, rpc
 
 SCENARIOS = (
     "http-read-hot",
@@ -27,8 +27,9 @@ SCENARIOS = (
     "rpc-inc",
     "cold-activation",
     "million-objects",
+    "alarms",
 )
-MODULES = (http, rpc, cold, million)
+MODULES = (http, rpc, cold, million, alarms)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

@@ -28,6 +28,9 @@ from .inprocess import repeat
 AHEAD = 3600.0
 #: Alarms fired per object ID hex (duplicates show as counts above 1).
 fired: collections.Counter[str] = collections.Counter()
+#: Set when every object has fired (``_expected`` of them).
+_all_fired = asyncio.Event()
+_expected = 0
 
 
 class _Later(SystemClock):
@@ -49,6 +52,8 @@ class Tick(roost.DurableObject):
         due = await self.ctx.storage.get("due")
         await self.ctx.storage.put("fired", due)
         fired[self.ctx.id.hex] += 1
+        if len(fired) == _expected:
+            _all_fired.set()
 
 
 class SqlTick(Tick, sql=True):
@@ -70,12 +75,15 @@ async def _arm(data: Path, cls: type[roost.DurableObject], count: int) -> int:
 
 
 async def _fire(data: Path, cls: type[roost.DurableObject], count: int) -> dict[str, float]:
+    global _expected
     fired.clear()
+    _all_fired.clear()
+    _expected = count
     rt = roost.Runtime({"T": cls}, data_dir=data, clock=_Later(AHEAD + 1))
     cpu, start = time.process_time(), time.perf_counter()
     async with rt:
-        while len(fired) < count:
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(_all_fired.wait(), 600)
+        # Then every deletion is durable and the index empty.
         await rt.alarms.settle(limit=120)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
@@ -100,12 +108,12 @@ async def _measure(quick: bool) -> list[dict[str, object]]:
         with tempfile.TemporaryDirectory(prefix="bench-alarms-") as data:
             await _arm(Path(data), cls, count)
             got = await _fire(Path(data), cls, count)
-        name = f"{count:,} {label} objects"
+        note = f"{count:,} objects, all due at once, none live"
         out += [
-            {"figure": f"{name}: firing rate", "unit": "alarms/s", "value": got["rate"]},
-            {"figure": f"{name}: total time", "unit": "s", "value": got["time"]},
-            {"figure": f"{name}: CPU per alarm", "unit": "µs", "value": got["cpu"]},
-            {"figure": f"{name}: duplicates", "unit": "alarms", "value": got["duplicates"]},
+            {"figure": f"{label}: firing rate", "unit": "alarms/s", "value": got["rate"]},
+            {"figure": f"{label}: total time", "unit": "s", "value": got["time"], "note": note},
+            {"figure": f"{label}: CPU per alarm", "unit": "µs", "value": got["cpu"]},
+            {"figure": f"{label}: duplicates", "unit": "alarms", "value": got["duplicates"]},
         ]
     return out
 
@@ -114,11 +122,10 @@ def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
     if "alarms" not in only:
         return []
     units = {}
-    for count, label in ((5_000, "KV"), (100_000, "KV"), (1_000, "SQL"), (10_000, "SQL")):
-        name = f"{count:,} {label} objects"
-        units[f"{name}: total time"] = ("s", False)
-        units[f"{name}: CPU per alarm"] = ("µs", False)
-        units[f"{name}: duplicates"] = ("alarms", False)
+    for label in ("KV", "SQL"):
+        units[f"{label}: total time"] = ("s", False)
+        units[f"{label}: CPU per alarm"] = ("µs", False)
+        units[f"{label}: duplicates"] = ("alarms", False)
     return repeat("benchmarks.scenarios.alarms", "alarms", quick=quick, runs=runs, units=units)
 
 

@@ -64,6 +64,7 @@ class ObjectFiles:
         self._open: dict[str, ObjectDatabase] = {}
         # Databases opened by peek() and not yet taken by open() (loop thread only).
         self._peeked: dict[str, concurrent.futures.Future[_Peeked]] = {}
+        self._dirs: dict[str, str] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.durability == "full" and self._syncer is None:
@@ -91,9 +92,15 @@ class ObjectFiles:
         return self.root / name
 
     def path(self, namespace: str, object_id: str) -> Path:
-        return (
-            self.namespace_dir(namespace) / object_id[:2] / object_id[2:4] / f"{object_id}.sqlite3"
-        )
+        return Path(self._file(namespace, object_id))
+
+    def _file(self, namespace: str, object_id: str) -> str:
+        # Plain strings: this runs several times per SQL commit and alarm
+        # delivery, where building Path objects showed in profiles.
+        base = self._dirs.get(namespace)
+        if base is None:
+            base = self._dirs[namespace] = str(self.namespace_dir(namespace))
+        return f"{base}/{object_id[:2]}/{object_id[2:4]}/{object_id}.sqlite3"
 
     def list_ids(self, namespace: str) -> list[str]:
         base = self.namespace_dir(namespace)
@@ -110,8 +117,7 @@ class ObjectFiles:
             closing.result()
 
     def open(self, namespace: str, object_id: str, *, create: bool) -> ObjectDatabase | None:
-        path = self.path(namespace, object_id)
-        key = str(path)
+        key = self._file(namespace, object_id)
         peeked = self._peeked.pop(key, None)
         if peeked is not None:
             try:
@@ -122,18 +128,18 @@ class ObjectFiles:
                 self._open[key] = db
                 return db
         self._wait_closed(key)
-        db = self._connect(path, object_id, create=create)
+        db = self._connect(key, object_id, create=create)
         if db is not None:
             self._open[key] = db
         return db
 
-    def _connect(self, path: Path, object_id: str, *, create: bool) -> ObjectDatabase | None:
-        exists = path.exists()
+    def _connect(self, path: str, object_id: str, *, create: bool) -> ObjectDatabase | None:
+        exists = os.path.exists(path)
         if not create and not exists:
             return None
         try:
             if not exists:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
             # No other connection should ever hold the file: fail fast if one does
             # (say, a second server on the same data directory).
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
@@ -156,7 +162,7 @@ class ObjectFiles:
         db.close()
 
     def release(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
-        key = str(self.path(namespace, object_id))
+        key = self._file(namespace, object_id)
         if self._open.get(key) is db:
             del self._open[key]
         self._track_closing(key, self._closer.submit(self._close, db))
@@ -176,7 +182,7 @@ class ObjectFiles:
     def after_commit(
         self, namespace: str, object_id: str, db: ObjectDatabase
     ) -> asyncio.Future[None] | None:
-        wal = f"{self.path(namespace, object_id)}-wal"
+        wal = f"{self._file(namespace, object_id)}-wal"
         synced = self.durability == "full"
         try:
             grown = os.path.getsize(wal) > CHECKPOINT_BYTES
@@ -198,8 +204,7 @@ class ObjectFiles:
         the object activated next); :meth:`release_peeked` closes it otherwise.
         Call from the event loop's thread, at most once per object until then.
         """
-        path = self.path(namespace, object_id)
-        key = str(path)
+        key = self._file(namespace, object_id)
         if key in self._peeked:
             raise RuntimeError(f"object {object_id} is already being peeked at")
         with self._closing_lock:
@@ -210,7 +215,7 @@ class ObjectFiles:
         def peek() -> _Peeked:
             if closing is not None:
                 closing.result()
-            db = self._connect(path, object_id, create=False)
+            db = self._connect(key, object_id, create=False)
             if db is None:
                 return None, None
             try:
@@ -234,7 +239,7 @@ class ObjectFiles:
 
     def release_peeked(self, namespace: str, object_id: str) -> None:
         """Close the connection :meth:`peek` kept, unless :meth:`open` took it."""
-        key = str(self.path(namespace, object_id))
+        key = self._file(namespace, object_id)
         peeked = self._peeked.pop(key, None)
         if peeked is None:
             return
