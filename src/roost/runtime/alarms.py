@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
 from collections import deque
@@ -237,22 +236,19 @@ class AlarmScheduler:
 
     def _launch(self, entry: AlarmEntry) -> None:
         key = (entry.namespace, entry.object_id)
-        task = self._runtime.loop.create_task(self._deliver_logged(entry))
-        self._in_flight[key] = task
-        task.add_done_callback(functools.partial(self._finished, key))
+        self._in_flight[key] = self._runtime.loop.create_task(self._deliver_logged(entry, key))
 
-    def _finished(self, key: tuple[str, str], _: asyncio.Future[Any]) -> None:
-        self._in_flight.pop(key, None)
-        # Its row may still be due (say, the handler set an alarm in the past).
-        self._dirty = True
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _deliver_logged(self, entry: AlarmEntry) -> None:
+    async def _deliver_logged(self, entry: AlarmEntry, key: tuple[str, str]) -> None:
         try:
             await self.deliver(entry)
         except Exception:
             log.exception("alarm of %s %s: delivery failed", entry.namespace, entry.object_id)
+        finally:
+            self._in_flight.pop(key, None)
+            # Its row may still be due (say, the handler set an alarm in the past).
+            self._dirty = True
+            if self._wake is not None:
+                self._wake.set()
 
     # -- one delivery ---------------------------------------------------------------------
 
@@ -271,10 +267,7 @@ class AlarmScheduler:
         """Deliver one index row; return whether ``alarm()`` ran and returned."""
         runtime = self._runtime
         engine = runtime.engine
-        try:
-            object_id = runtime.env[entry.namespace].id_from_string(entry.object_id)
-            runtime.classes[entry.namespace]  # noqa: B018 - KeyError if not a class binding
-        except (RoostError, KeyError):
+        if entry.namespace not in runtime.classes:
             log.warning("alarm for unknown namespace %r: postponed", entry.namespace)
             await engine.update_alarm(
                 entry,
@@ -282,6 +275,10 @@ class AlarmScheduler:
                 retry_count=entry.retry_count,
             )
             return False
+        # The index only holds IDs of objects that set an alarm (checked when
+        # their stubs were made): the row's ID is taken as it is, without its
+        # keyed hash being checked again (that showed in profiles of bursts).
+        object_id = ObjectId(entry.object_id, entry.namespace)
         peeked = entry.sql and not force and not runtime.is_live(entry.namespace, object_id)
         try:
             if peeked:
