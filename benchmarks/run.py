@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .harness import Figure
-from .scenarios import cold, http, million, rpc, ws
+from .scenarios import alarms, cold, http, million, rpc, ws
 
 SCENARIOS = (
     "http-read-hot",
@@ -28,8 +28,9 @@ SCENARIOS = (
     "cold-activation",
     "million-objects",
     "ws-broadcast",
+    "alarms",
 )
-MODULES = (http, rpc, cold, million, ws)
+MODULES = (http, rpc, cold, million, ws, alarms)
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

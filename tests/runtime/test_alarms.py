@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 import roost
-from roost.runtime.alarms import MAX_RETRIES, retry_delay
+from roost.runtime.alarms import MAX_RETRIES, AlarmScheduler, retry_delay
 from roost.testing import ManualClock, advance, run_alarm, run_in_object
 
 Factory = Callable[..., Awaitable[roost.Runtime]]
@@ -22,6 +23,8 @@ constructed: list[str] = []
 
 class Timer(roost.DurableObject):
     failures_wanted = 0
+    #: When set, alarm() sets the next alarm this many ms later.
+    rearm_ms: int | None = None
 
     def __init__(self, ctx: roost.ObjectState, env: roost.Env) -> None:
         super().__init__(ctx, env)
@@ -50,6 +53,8 @@ class Timer(roost.DurableObject):
         )
         if info.retry_count < Timer.failures_wanted:
             raise RuntimeError("alarm handler failed")
+        if Timer.rearm_ms is not None:
+            await self.ctx.storage.set_alarm(int(clock.time() * 1000) + Timer.rearm_ms)
 
 
 class SqlTimer(Timer, sql=True):
@@ -74,6 +79,7 @@ class Periodic(roost.DurableObject):
 def _reset() -> None:
     fired.clear()
     Timer.failures_wanted = 0
+    Timer.rearm_ms = None
 
 
 @pytest.fixture(params=["kv-memory", "kv-sqlite", "sql-memory", "sql-sqlite"])
@@ -236,3 +242,89 @@ async def test_alarm_due_while_stopped_fires_after_restart(
     stub = second.env.TIMER.get_by_name("a")
     assert [(f[0], f[3]) for f in fired] == [(stub.id.hex, None)]
     assert await second.env.TIMER.get_by_name("a").current() is None
+
+
+class Relay(roost.DurableObject):
+    """Its alarm arms another object's alarm (through a stub, as an app would)."""
+
+    async def arm(self, when: int, then: str | None = None, then_when: int = 0) -> None:
+        await self.ctx.storage.put("then", [then, then_when])
+        await self.ctx.storage.set_alarm(when)
+
+    async def alarm(self) -> None:
+        fired.append((self.ctx.id.hex, 0, False, None, 0))
+        then, then_when = await self.ctx.storage.get("then")
+        if then is not None:
+            await self.env.RELAY.get(self.env.RELAY.id_from_string(then)).arm(then_when)
+
+
+async def test_many_alarms_due_together_each_fire_once(
+    runtime: roost.Runtime, roost_clock: ManualClock
+) -> None:
+    # More than one page of the index (256 rows) and more than the deliveries
+    # allowed in flight: every alarm fires, exactly once.
+    ns = runtime.env.TIMER
+    stubs = [ns.get_by_name(f"t{i}") for i in range(600)]
+    due = now_ms(roost_clock) + 1000
+    for start in range(0, len(stubs), 100):
+        await asyncio.gather(*(s.arm(due) for s in stubs[start : start + 100]))
+    await advance(runtime, 1)
+    assert sorted(f[0] for f in fired) == sorted(s.id.hex for s in stubs)
+    assert runtime.alarms.statistics().delivered == len(stubs)
+
+
+@pytest.mark.parametrize("variant", ["kv-memory", "kv-sqlite"])
+async def test_an_alarm_set_behind_a_pass_still_fires(
+    roost_data_dir: Path, roost_clock: ManualClock, variant: str
+) -> None:
+    # Small pages and few deliveries at once make the scheduler read the due
+    # rows in several pages; the first alarm sets one that sorts before all of
+    # them (earlier due time), behind where the pass already is.
+    runtime = roost.Runtime(
+        {"RELAY": Relay, "TIMER": Timer}, data_dir=roost_data_dir, clock=roost_clock
+    )
+    runtime.alarms = AlarmScheduler(runtime, concurrency=1, batch=1)
+    async with runtime:
+        ns = runtime.env.RELAY
+        start = now_ms(roost_clock)
+        late = ns.get_by_name("late")
+        stubs = [ns.get_by_name(f"r{i}") for i in range(6)]
+        first, *others = stubs
+        await first.arm(start + 1000, late.id.hex, start - 5000)
+        for stub in others:
+            await stub.arm(start + 1001)
+        await advance(runtime, 2)
+    assert sorted(f[0] for f in fired) == sorted(s.id.hex for s in [*stubs, late])
+
+
+async def test_an_object_woken_for_its_alarm_goes_back_to_sleep(
+    runtime: roost.Runtime, roost_clock: ManualClock
+) -> None:
+    ns = runtime.env.TIMER
+    stub = ns.get_by_name("sleeper")
+    await stub.arm(now_ms(roost_clock) + 60_000)
+    runtime.evict_idle()
+    await advance(runtime, runtime.idle_timeout + 1)
+    assert not runtime.is_live("TIMER", stub.id)
+    await advance(runtime, 60)
+    assert [f[0] for f in fired] == [stub.id.hex]
+    assert not runtime.is_live("TIMER", stub.id)  # evicted at once, not after the timeout
+
+
+async def test_an_object_stays_live_after_its_alarm_when_it_was_live_or_will_wake_soon(
+    runtime: roost.Runtime, roost_clock: ManualClock
+) -> None:
+    live = runtime.env.TIMER.get_by_name("live")
+    await live.arm(now_ms(roost_clock) + 1000)
+    await advance(runtime, 1)  # it was live when its alarm fired: it stays
+    assert [f[0] for f in fired] == [live.id.hex]
+    assert runtime.is_live("TIMER", live.id)
+
+    again = runtime.env.TIMER.get_by_name("again")
+    await again.arm(now_ms(roost_clock) + 60_000)
+    Timer.rearm_ms = 2000  # its alarm sets the next one two seconds later
+    await advance(runtime, 30)
+    assert not runtime.is_live("TIMER", again.id)
+    await advance(runtime, 30)
+    assert [f[0] for f in fired][-1] == again.id.hex
+    assert runtime.is_live("TIMER", again.id)  # kept warm for the next alarm

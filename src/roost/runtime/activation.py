@@ -65,7 +65,6 @@ class Activation:
         "object_id",
         "key",
         "storage",
-        "ctx",
         "gate",
         "instance",
         "events",
@@ -94,7 +93,6 @@ class Activation:
             on_failure=self._storage_failed,
             gate=self.gate,
         )
-        self.ctx = ObjectState(self)
         self.instance: DurableObject | None = None
         self.events = 0
         self.pending_outputs = 0
@@ -108,10 +106,14 @@ class Activation:
     def construct(self) -> None:
         cls = self.cls
         instance = cls.__new__(cls)
-        instance.ctx = self.ctx
+        # Only the instance holds its ctx (which points back here): once the
+        # instance is dropped (eviction, reset), nothing forms a cycle and the
+        # activation is freed at once rather than by the cyclic GC.
+        ctx = ObjectState(self)
+        instance.ctx = ctx
         instance.env = self.runtime.env
         if _init_takes_args(cls):
-            instance.__init__(self.ctx, self.runtime.env)  # type: ignore[misc]
+            instance.__init__(ctx, self.runtime.env)  # type: ignore[misc]
         else:
             instance.__init__()  # type: ignore[misc]
         self.instance = instance

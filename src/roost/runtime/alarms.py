@@ -1,16 +1,24 @@
 """The alarm scheduler: one task that delivers every object's ``alarm()``.
 
 It keeps no timer per object.  The storage engine's alarm index is ordered by
-due time; the scheduler reads the rows that are due, a few hundred at a time,
+due time; the scheduler reads the rows that are due a page at a time and
 delivers them, and otherwise sleeps (on the runtime's :class:`Clock`) until the
 next due time or until a commit sets an earlier alarm.  Memory stays bounded
-by the number of deliveries in flight (``concurrency``), however many alarms
-are pending.
+by the deliveries in flight (``concurrency``) and one page of rows read ahead
+(``batch``), however many alarms are pending.
+
+A *pass* reads the due rows in index order, each page after the last row of the
+one before (keyset paging), so rows whose delivery is still in flight (they
+leave the index only when the object's batch commits) are not read again and
+again.  When a pass has read every due row, the next one starts from the
+beginning if anything happened meanwhile (a delivery ended, a commit set an
+alarm): that picks up rows set behind the pass, retries and the rows that were
+in flight.
 
 A delivery is an event like any other, through :meth:`Runtime.dispatch`: it
 wakes an evicted object and obeys the input and output gates.  Inside the event
 the object's own view of its alarm decides: no alarm, or one not yet due,
-means nothing runs.  Delivery is *at least once*:
+means nothing runs (so a stale row is harmless).  Delivery is *at least once*:
 
 * ``alarm()`` returned: the alarm is spent (deleted in the handler's own batch)
   unless the handler set a new one;
@@ -22,7 +30,9 @@ means nothing runs.  Delivery is *at least once*:
 
 For SQL objects the index row is only a lower bound of the alarm kept in the
 object's own database; when the scheduler finds such a row early (or stale) it
-corrects it from the object's own view (see ``docs/alarms.md``).
+corrects it from the object's own view (see ``docs/alarms.md``).  The engine
+reads an evicted SQL object's alarm off the event loop and keeps its database
+open for the activation that follows.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -52,6 +63,9 @@ log = logging.getLogger("roost.alarms")
 MAX_RETRIES: Final = 6
 #: Seconds before the first retry; each later retry waits twice as long.
 FIRST_RETRY_DELAY: Final = 2.0
+#: Deliveries in flight at most: enough for one group commit to carry hundreds
+#: of them (the fsync is shared), few enough to bound memory.
+DEFAULT_CONCURRENCY: Final = 256
 #: Rows whose namespace has no class any more are looked at again this much later.
 _UNKNOWN_NAMESPACE_DELAY_MS: Final = 3_600_000
 
@@ -84,23 +98,20 @@ class AlarmStatistics:
     in_flight: int
 
 
-@dataclass(slots=True)
-class _Attempt:
-    ran: bool = False
-    due: int | None = None
-    storage: Storage | None = None
-
-
 class AlarmScheduler:
     """Delivers alarms for one runtime (see the module docstring)."""
 
-    def __init__(self, runtime: Runtime, *, concurrency: int = 64, batch: int = 256) -> None:
+    def __init__(
+        self, runtime: Runtime, *, concurrency: int = DEFAULT_CONCURRENCY, batch: int = 256
+    ) -> None:
         self._runtime = runtime
         self._concurrency = concurrency
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._sleeping_until: float = float("inf")
+        # Set when something may have put a due row behind the current pass.
+        self._dirty = False
         self._in_flight: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self._delivered = 0
         self._failed = 0
@@ -132,6 +143,7 @@ class AlarmScheduler:
 
     def notify(self, due_ms: int) -> None:
         """A commit set an alarm due at ``due_ms``: wake up if that is earlier."""
+        self._dirty = True
         if due_ms < self._sleeping_until and self._wake is not None:
             self._wake.set()
 
@@ -173,22 +185,36 @@ class AlarmScheduler:
         engine = self._runtime.engine
         wake = self._wake
         assert wake is not None
+        ready: deque[AlarmEntry] = deque()  # rows read, not started yet
+        cursor: AlarmEntry | None = None  # the last row this pass has read
+        more = True  # the index may hold due rows past the cursor
         while True:
             wake.clear()
             free = self._concurrency - len(self._in_flight)
-            if free <= 0:
-                await wake.wait()  # a delivery finished
-                continue
-            now = self._now_ms()
-            # Rows in flight may be among the earliest: read past them.
-            limit = min(free, self._batch) + len(self._in_flight)
-            entries = engine.due_alarms(now, limit)
-            for entry in entries:
-                if free > 0 and (entry.namespace, entry.object_id) not in self._in_flight:
+            while free > 0:
+                if not ready:
+                    if not more:
+                        break
+                    page = engine.due_alarms(self._now_ms(), self._batch, after=cursor)
+                    more = len(page) == self._batch
+                    if not page:
+                        break
+                    cursor = page[-1]
+                    ready.extend(page)
+                entry = ready.popleft()
+                if (entry.namespace, entry.object_id) not in self._in_flight:
                     self._launch(entry)
                     free -= 1
-            if len(entries) == limit:
-                continue  # more may be due
+            if free <= 0:
+                await wake.wait()  # a delivery finished (or a commit set an alarm)
+                continue
+            # This pass has read every row due now: the next starts from the top,
+            # at once if something may have put a due row behind this one.
+            cursor, more = None, True
+            if self._dirty:
+                self._dirty = False
+                continue
+            now = self._now_ms()
             next_due = engine.next_alarm_after(now)
             self._sleeping_until = float("inf") if next_due is None else next_due
             await self._sleep(wake, next_due)
@@ -210,21 +236,19 @@ class AlarmScheduler:
 
     def _launch(self, entry: AlarmEntry) -> None:
         key = (entry.namespace, entry.object_id)
-        task = asyncio.ensure_future(self._deliver_logged(entry))
-        self._in_flight[key] = task
+        self._in_flight[key] = self._runtime.loop.create_task(self._deliver_logged(entry, key))
 
-        def done(_: asyncio.Future[Any]) -> None:
-            self._in_flight.pop(key, None)
-            if self._wake is not None:
-                self._wake.set()
-
-        task.add_done_callback(done)
-
-    async def _deliver_logged(self, entry: AlarmEntry) -> None:
+    async def _deliver_logged(self, entry: AlarmEntry, key: tuple[str, str]) -> None:
         try:
             await self.deliver(entry)
         except Exception:
             log.exception("alarm of %s %s: delivery failed", entry.namespace, entry.object_id)
+        finally:
+            self._in_flight.pop(key, None)
+            # Its row may still be due (say, the handler set an alarm in the past).
+            self._dirty = True
+            if self._wake is not None:
+                self._wake.set()
 
     # -- one delivery ---------------------------------------------------------------------
 
@@ -242,68 +266,68 @@ class AlarmScheduler:
     async def deliver(self, entry: AlarmEntry, *, force: bool = False) -> bool:
         """Deliver one index row; return whether ``alarm()`` ran and returned."""
         runtime = self._runtime
-        try:
-            object_id = runtime.env[entry.namespace].id_from_string(entry.object_id)
-            runtime.classes[entry.namespace]  # noqa: B018 - KeyError if not a class binding
-        except (RoostError, KeyError):
+        engine = runtime.engine
+        if entry.namespace not in runtime.classes:
             log.warning("alarm for unknown namespace %r: postponed", entry.namespace)
-            await runtime.engine.update_alarm(
+            await engine.update_alarm(
                 entry,
                 due_ms=self._now_ms() + _UNKNOWN_NAMESPACE_DELAY_MS,
                 retry_count=entry.retry_count,
             )
             return False
-        if entry.sql and not force and not runtime.is_live(entry.namespace, object_id):
-            # Look in the object's own database before waking it for nothing.
-            truth = runtime.engine.peek_alarm(entry.namespace, entry.object_id)
-            if truth is None or truth > self._now_ms():
-                await self._reindex(entry, truth)
-                return False
-        attempt = _Attempt()
+        # The index only holds IDs of objects that set an alarm (checked when
+        # their stubs were made): the row's ID is taken as it is, without its
+        # keyed hash being checked again (that showed in profiles of bursts).
+        object_id = ObjectId(entry.object_id, entry.namespace)
+        peeked = entry.sql and not force and not runtime.is_live(entry.namespace, object_id)
         try:
-            await runtime.dispatch(
-                entry.namespace, object_id, self._handler(entry, attempt, force=force)
-            )
-        except RuntimeClosed:
-            return False  # shutting down: not an attempt; the row stays for next time
-        except (ObjectRaised, RoostError) as exc:
-            await self._failed_delivery(entry, object_id, attempt)
-            if force:
-                raise (exc.error if isinstance(exc, ObjectRaised) else exc) from None
-            return False
-        if attempt.ran:
-            self._delivered += 1
-        if entry.sql and attempt.storage is not None:
-            await self._reindex_from(entry, attempt.storage)
-        return attempt.ran
-
-    def _handler(self, entry: AlarmEntry, attempt: _Attempt, *, force: bool) -> Any:
-        now = self._now_ms()
-
-        async def run(instance: DurableObject) -> None:
-            storage = instance.ctx.storage
-            attempt.storage = storage
-            due = attempt.due = storage.alarm_due()
-            if due is None or (due > now and not force):
-                return
-            handler = getattr(instance, "alarm", None)
-            if handler is None:
-                log.error("%s has an alarm but no alarm() method; deleting it", type(instance))
-                await storage.delete_alarm()
-                return
-            storage.alarm_started()
+            if peeked:
+                # Look in the object's own database before waking it for nothing
+                # (the engine opens it off the loop, and keeps it for the activation).
+                truth = await engine.peek_alarm(entry.namespace, entry.object_id)
+                if truth is None or truth > self._now_ms():
+                    await self._reindex(entry, truth)
+                    return False
+            delivery = _Delivery(entry, self._now_ms(), force=force)
+            # Nothing awaits between this and the activation dispatch makes.
+            woken = not runtime.is_live(entry.namespace, object_id)
             try:
-                await _call_alarm(handler, AlarmInfo(entry.retry_count))
-            except BaseException:
-                storage.alarm_finished(succeeded=False)
-                raise
-            storage.alarm_finished(succeeded=True)
-            attempt.ran = True
+                await runtime.dispatch(entry.namespace, object_id, delivery)
+            except RuntimeClosed:
+                return False  # shutting down: not an attempt; the row stays for next time
+            except (ObjectRaised, RoostError) as exc:
+                await self._failed_delivery(entry, object_id, delivery.due)
+                if force:
+                    raise (exc.error if isinstance(exc, ObjectRaised) else exc) from None
+                return False
+        finally:
+            if peeked:
+                engine.release_peeked(entry.namespace, entry.object_id)
+        if delivery.ran:
+            self._delivered += 1
+        if entry.sql and delivery.storage is not None:
+            await self._reindex_from(entry, delivery.storage)
+        if woken and delivery.storage is not None:
+            self._back_to_sleep(object_id, delivery.storage)
+        return delivery.ran
 
-        return run
+    def _back_to_sleep(self, object_id: ObjectId, storage: Storage) -> None:
+        # An object woken only for its alarm is evicted as soon as the alarm is
+        # done, unless another event is using it or its next alarm is near: a
+        # burst of alarms then keeps in memory the deliveries in flight, not
+        # thousands of idle objects (whose long life is what makes Python's
+        # cyclic GC expensive), and a periodic alarm keeps its object warm.
+        try:
+            due = storage.alarm_due()
+        except RoostError:
+            return  # reset: nothing to evict
+        runtime = self._runtime
+        if due is not None and due - self._now_ms() < runtime.idle_timeout * 1000:
+            return
+        runtime.evict_if_idle(object_id.namespace, object_id)
 
     async def _failed_delivery(
-        self, entry: AlarmEntry, object_id: ObjectId, attempt: _Attempt
+        self, entry: AlarmEntry, object_id: ObjectId, seen: int | None
     ) -> None:
         self._failed += 1
         retries = entry.retry_count + 1
@@ -316,9 +340,9 @@ class AlarmScheduler:
                 retries,
                 delay_ms / 1000,
             )
-            await self._runtime.engine.update_alarm(
-                entry, due_ms=self._now_ms() + delay_ms, retry_count=retries
-            )
+            due = self._now_ms() + delay_ms
+            if await self._runtime.engine.update_alarm(entry, due_ms=due, retry_count=retries):
+                self.notify(due)
             return
         log.error(
             "alarm() of %s %s failed %d times; giving up",
@@ -327,7 +351,6 @@ class AlarmScheduler:
             retries,
         )
         self._given_up += 1
-        seen = attempt.due
 
         async def drop(instance: DurableObject) -> Storage:
             storage = instance.ctx.storage
@@ -357,7 +380,45 @@ class AlarmScheduler:
         fresh = self._runtime.engine.alarm_entry(entry.namespace, entry.object_id)
         if fresh is None or (truth is not None and fresh.due_ms == truth):
             return
-        await self._runtime.engine.update_alarm(fresh, due_ms=truth, retry_count=0)
+        changed = await self._runtime.engine.update_alarm(fresh, due_ms=truth, retry_count=0)
+        if changed and truth is not None:
+            self.notify(truth)
+
+
+class _Delivery:
+    """The event that runs one object's ``alarm()``, and what became of it."""
+
+    __slots__ = ("entry", "now", "force", "ran", "due", "storage")
+
+    def __init__(self, entry: AlarmEntry, now: int, *, force: bool) -> None:
+        self.entry = entry
+        self.now = now
+        self.force = force
+        #: ``alarm()`` ran and returned.
+        self.ran = False
+        #: The alarm as the object saw it when the event started.
+        self.due: int | None = None
+        self.storage: Storage | None = None
+
+    async def __call__(self, instance: DurableObject) -> None:
+        storage = instance.ctx.storage
+        self.storage = storage
+        due = self.due = storage.alarm_due()
+        if due is None or (due > self.now and not self.force):
+            return
+        handler = getattr(instance, "alarm", None)
+        if handler is None:
+            log.error("%s has an alarm but no alarm() method; deleting it", type(instance))
+            await storage.delete_alarm()
+            return
+        storage.alarm_started()
+        try:
+            await _call_alarm(handler, AlarmInfo(self.entry.retry_count))
+        except BaseException:
+            storage.alarm_finished(succeeded=False)
+            raise
+        storage.alarm_finished(succeeded=True)
+        self.ran = True
 
 
 _takes_info: dict[Any, bool] = {}

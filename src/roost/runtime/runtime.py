@@ -238,13 +238,17 @@ class Runtime:
 
     def _evict_over_cap(self) -> None:
         excess = len(self._live) - self.max_live_objects
-        # Look a little past the excess: the oldest few may be busy.
-        for act in list(itertools.islice(self._live.values(), excess + 64)):
-            if excess <= 0:
-                break
+        # Look a little past the excess (the oldest few may be busy), and stop
+        # as soon as enough idle ones are found: this runs on every activation
+        # past the cap.
+        victims: list[Activation] = []
+        for act in itertools.islice(self._live.values(), excess + 64):
             if act.idle:
-                self._evict(act)
-                excess -= 1
+                victims.append(act)
+                if len(victims) == excess:
+                    break
+        for act in victims:
+            self._evict(act)
 
     def evict_idle(self) -> int:
         """Evict every object idle for ``idle_timeout`` or more; return how many."""
@@ -270,6 +274,18 @@ class Runtime:
                 self.evict_idle()
             except Exception:  # pragma: no cover - a bug; keep sweeping
                 log.exception("eviction sweep failed")
+
+    def evict_if_idle(self, namespace: str, object_id: ObjectId) -> bool:
+        """Evict the object now if it is live and idle; return whether it was.
+
+        The alarm scheduler calls this for an object it woke only to run its
+        alarm (see ``docs/alarms.md``).
+        """
+        act = self._live.get((namespace, object_id.hex))
+        if act is None or not act.idle:
+            return False
+        self._evict(act)
+        return True
 
     def is_live(self, namespace: str, object_id: ObjectId) -> bool:
         """True when the object has an instance in memory."""

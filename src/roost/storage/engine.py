@@ -245,8 +245,12 @@ class StorageEngine(ABC):
     # -- the alarm index (read by the scheduler) ---------------------------------
 
     @abstractmethod
-    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
-        """Index rows due at ``now_ms`` or earlier, earliest first, at most ``limit``."""
+    def due_alarms(
+        self, now_ms: int, limit: int, *, after: AlarmEntry | None = None
+    ) -> list[AlarmEntry]:
+        """Index rows due at ``now_ms`` or earlier, at most ``limit``, in the
+        order ``(due_ms, namespace, object_id)``; with ``after``, only the rows
+        that come after that one in this order (to read on from a page)."""
 
     @abstractmethod
     def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
@@ -268,8 +272,17 @@ class StorageEngine(ABC):
         """
 
     @abstractmethod
-    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
-        """The committed alarm of a SQL object that is not live, read from its database."""
+    async def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+        """The committed alarm of a SQL object that is not live, read from its database.
+
+        The engine may keep the database open for the activation that usually
+        follows (the alarm is due); :meth:`release_peeked` closes it if no
+        activation took it.
+        """
+
+    def release_peeked(self, namespace: str, object_id: str) -> None:
+        """Close what :meth:`peek_alarm` kept open, unless an activation took it."""
+        return None
 
     def alarm_committed(self, future: asyncio.Future[None], batch: WriteBatch) -> None:
         """Tell :attr:`alarm_listener` when ``future`` succeeds, if ``batch`` set an alarm."""

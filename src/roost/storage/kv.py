@@ -100,6 +100,10 @@ class Done(Generic[T]):
 _DONE: Final[Done[None]] = Done(None)
 
 
+def _ignore_failure(error: BaseException) -> None:
+    """The failure callback of a closed storage (see :meth:`Storage.close`)."""
+
+
 class _KvApi(ABC):
     """The public KV methods, written once over four primitives."""
 
@@ -618,6 +622,9 @@ class Storage(_KvApi):
         """Refuse every later operation (the object was reset or evicted)."""
         if self._broken is None:
             self._broken = reason
+        # Once broken, the callback is never called again; dropping it breaks
+        # the cycle with the activation, which refcounting then frees at once.
+        self._on_failure = _ignore_failure
         self._store.close()
 
     async def sync(self) -> None:

@@ -103,8 +103,9 @@ class MemoryEngine(StorageEngine):
         self.data: dict[_Key, dict[str, bytes]] = {}
         self.alarms: dict[_Key, _AlarmRow] = {}
         self.databases: dict[_Key, ObjectDatabase] = {}
-        # (due_ms, gen, key): stale entries (gen or due changed) are skipped.
-        self._heap: list[tuple[int, int, _Key]] = []
+        # (due_ms, key, gen), in the scheduler's order: stale entries (gen or
+        # due changed) are skipped.
+        self._heap: list[tuple[int, _Key, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[_MemoryObjectStore, WriteBatch, asyncio.Future[None]]] = []
         self._closed = False
@@ -206,29 +207,39 @@ class MemoryEngine(StorageEngine):
 
     def set_alarm_row(self, key: _Key, row: _AlarmRow) -> None:
         self.alarms[key] = row
-        heapq.heappush(self._heap, (row.due_ms, row.gen, key))
+        heapq.heappush(self._heap, (row.due_ms, key, row.gen))
 
-    def _valid(self, item: tuple[int, int, _Key]) -> bool:
-        due, gen, key = item
+    def _valid(self, item: tuple[int, _Key, int]) -> bool:
+        due, key, gen = item
         row = self.alarms.get(key)
         return row is not None and row.gen == gen and row.due_ms == due
 
-    def _take_while(self, keep: int, pred_due_ok: int) -> list[tuple[int, int, _Key]]:
-        # Pop valid entries due at or before `pred_due_ok`, at most `keep`;
-        # the caller pushes them back.  Stale entries are dropped for good.
-        taken: list[tuple[int, int, _Key]] = []
+    def _take_while(
+        self, keep: int, pred_due_ok: int, after: tuple[int, _Key] | None = None
+    ) -> tuple[list[tuple[int, _Key, int]], list[tuple[int, _Key, int]]]:
+        # Pop valid entries due at or before `pred_due_ok`: at most `keep` of
+        # those past `after`, and those not past it.  The caller pushes both
+        # back.  Stale entries are dropped for good.
+        taken: list[tuple[int, _Key, int]] = []
+        passed: list[tuple[int, _Key, int]] = []
         heap = self._heap
         while heap and len(taken) < keep and heap[0][0] <= pred_due_ok:
             item = heapq.heappop(heap)
             if self._valid(item):
-                taken.append(item)
-        return taken
+                if after is None or item[:2] > after:
+                    taken.append(item)
+                else:
+                    passed.append(item)
+        return taken, passed
 
-    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
-        taken = self._take_while(limit, now_ms)
-        for item in taken:
+    def due_alarms(
+        self, now_ms: int, limit: int, *, after: AlarmEntry | None = None
+    ) -> list[AlarmEntry]:
+        floor = None if after is None else (after.due_ms, (after.namespace, after.object_id))
+        taken, passed = self._take_while(limit, now_ms, floor)
+        for item in taken + passed:
             heapq.heappush(self._heap, item)
-        return [self._entry(key, self.alarms[key]) for _, _, key in taken]
+        return [self._entry(key, self.alarms[key]) for _, key, _ in taken]
 
     def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
         key = (namespace, object_id)
@@ -240,7 +251,7 @@ class MemoryEngine(StorageEngine):
         return AlarmEntry(*key, row.due_ms, row.retry_count, row.gen, row.sql)
 
     def next_alarm_after(self, now_ms: int) -> int | None:
-        taken = self._take_while(len(self._heap), now_ms)
+        taken, _ = self._take_while(len(self._heap), now_ms)
         heap = self._heap
         while heap and not self._valid(heap[0]):
             heapq.heappop(heap)
@@ -266,6 +277,6 @@ class MemoryEngine(StorageEngine):
         future.set_result(changed)
         return future
 
-    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+    async def peek_alarm(self, namespace: str, object_id: str) -> int | None:
         db = self.databases.get((namespace, object_id))
         return None if db is None else db.read_alarm()

@@ -13,6 +13,13 @@ answer "empty" without creating one).  While the object is live its one
 connection holds the file in exclusive locking mode.  Closing (on eviction or
 reset) checkpoints the WAL into the database and removes it; that happens in a
 background thread, and opening the same object again waits for it.
+
+The alarm scheduler looks at an evicted object's alarm before waking it
+(:meth:`ObjectFiles.peek`).  Opening a file costs about a millisecond of system
+calls, so that happens in a thread, and the connection is kept for the
+activation that usually follows: :meth:`ObjectFiles.open` takes it (waiting
+for it if it is still opening), so the file is opened once per delivery, never
+on the event loop, and by one connection at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ __all__ = ["ObjectFiles"]
 _PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}")
 #: A WAL larger than this is checkpointed after the commit that grew it.
 CHECKPOINT_BYTES: Final = 4 * 1024 * 1024
+#: Threads that open files for peek(): opening is mostly waiting on system calls.
+_OPENERS: Final = 2
+#: What peek() opened (None: the object has no file) and the alarm it read.
+_Peeked = tuple[ObjectDatabase | None, int | None]
 
 
 class ObjectFiles:
@@ -46,10 +57,14 @@ class ObjectFiles:
         self.durability = durability
         self._syncer: WalSyncer | None = None
         self._closer = concurrent.futures.ThreadPoolExecutor(1, "roost-sql-close")
+        self._opener = concurrent.futures.ThreadPoolExecutor(_OPENERS, "roost-sql-open")
         self._closing: dict[str, concurrent.futures.Future[None]] = {}
         self._closing_lock = threading.Lock()
         # Databases of live objects, closed by close() if still open then.
         self._open: dict[str, ObjectDatabase] = {}
+        # Databases opened by peek() and not yet taken by open() (loop thread only).
+        self._peeked: dict[str, concurrent.futures.Future[_Peeked]] = {}
+        self._dirs: dict[str, str] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.durability == "full" and self._syncer is None:
@@ -57,9 +72,15 @@ class ObjectFiles:
 
     def close(self) -> None:
         """Close every database, wait for every sync; stop the threads (call from a thread)."""
+        self._opener.shutdown(wait=True)
         for db in list(self._open.values()):
             self._close(db)
         self._open.clear()
+        for peeked in self._peeked.values():
+            left = peeked.result()[0] if peeked.exception() is None else None
+            if left is not None:
+                self._close(left)
+        self._peeked.clear()
         self._closer.shutdown(wait=True)
         if self._syncer is not None:
             self._syncer.close()
@@ -71,9 +92,15 @@ class ObjectFiles:
         return self.root / name
 
     def path(self, namespace: str, object_id: str) -> Path:
-        return (
-            self.namespace_dir(namespace) / object_id[:2] / object_id[2:4] / f"{object_id}.sqlite3"
-        )
+        return Path(self._file(namespace, object_id))
+
+    def _file(self, namespace: str, object_id: str) -> str:
+        # Plain strings: this runs several times per SQL commit and alarm
+        # delivery, where building Path objects showed in profiles.
+        base = self._dirs.get(namespace)
+        if base is None:
+            base = self._dirs[namespace] = str(self.namespace_dir(namespace))
+        return f"{base}/{object_id[:2]}/{object_id[2:4]}/{object_id}.sqlite3"
 
     def list_ids(self, namespace: str) -> list[str]:
         base = self.namespace_dir(namespace)
@@ -90,15 +117,29 @@ class ObjectFiles:
             closing.result()
 
     def open(self, namespace: str, object_id: str, *, create: bool) -> ObjectDatabase | None:
-        path = self.path(namespace, object_id)
-        key = str(path)
+        key = self._file(namespace, object_id)
+        peeked = self._peeked.pop(key, None)
+        if peeked is not None:
+            try:
+                db = peeked.result()[0]  # waits only while the peek is still opening it
+            except StorageError:
+                db = None
+            if db is not None:
+                self._open[key] = db
+                return db
         self._wait_closed(key)
-        exists = path.exists()
+        db = self._connect(key, object_id, create=create)
+        if db is not None:
+            self._open[key] = db
+        return db
+
+    def _connect(self, path: str, object_id: str, *, create: bool) -> ObjectDatabase | None:
+        exists = os.path.exists(path)
         if not create and not exists:
             return None
         try:
             if not exists:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
             # No other connection should ever hold the file: fail fast if one does
             # (say, a second server on the same data directory).
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
@@ -110,7 +151,6 @@ class ObjectFiles:
         except sqlite3.Error as exc:
             conn.close()
             raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
-        self._open[key] = db
         return db
 
     def _close(self, db: ObjectDatabase) -> None:
@@ -122,10 +162,13 @@ class ObjectFiles:
         db.close()
 
     def release(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
-        key = str(self.path(namespace, object_id))
+        key = self._file(namespace, object_id)
         if self._open.get(key) is db:
             del self._open[key]
-        closing = self._closer.submit(self._close, db)
+        self._track_closing(key, self._closer.submit(self._close, db))
+
+    def _track_closing(self, key: str, closing: concurrent.futures.Future[None]) -> None:
+        # A later open() of the same file waits for this close.
         with self._closing_lock:
             self._closing[key] = closing
 
@@ -139,7 +182,7 @@ class ObjectFiles:
     def after_commit(
         self, namespace: str, object_id: str, db: ObjectDatabase
     ) -> asyncio.Future[None] | None:
-        wal = f"{self.path(namespace, object_id)}-wal"
+        wal = f"{self._file(namespace, object_id)}-wal"
         synced = self.durability == "full"
         try:
             grown = os.path.getsize(wal) > CHECKPOINT_BYTES
@@ -152,12 +195,61 @@ class ObjectFiles:
             return None  # durability="process": the OS has the commit
         return self._syncer.sync(wal)
 
-    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
-        db = self.open(namespace, object_id, create=False)
-        if db is None:
-            return None
-        try:
-            return db.read_alarm()
-        finally:
-            del self._open[str(self.path(namespace, object_id))]
-            self._close(db)
+    # -- peeking at an evicted object's alarm ------------------------------------------
+
+    def peek(self, namespace: str, object_id: str) -> concurrent.futures.Future[int | None]:
+        """Read the alarm of an object that is not live, opening its file in a thread.
+
+        The connection is kept for :meth:`open` (the alarm is usually due, and
+        the object activated next); :meth:`release_peeked` closes it otherwise.
+        Call from the event loop's thread, at most once per object until then.
+        """
+        key = self._file(namespace, object_id)
+        if key in self._peeked:
+            raise RuntimeError(f"object {object_id} is already being peeked at")
+        with self._closing_lock:
+            # Wait for a close already under way, never for one asked for later
+            # (release_peeked of this very peek would wait for us).
+            closing = self._closing.get(key)
+
+        def peek() -> _Peeked:
+            if closing is not None:
+                closing.result()
+            db = self._connect(key, object_id, create=False)
+            if db is None:
+                return None, None
+            try:
+                return db, db.read_alarm()
+            except sqlite3.Error as exc:
+                self._close(db)
+                raise StorageError(f"cannot read the alarm of object {object_id}: {exc}") from exc
+
+        opened = self._peeked[key] = self._opener.submit(peek)
+        alarm: concurrent.futures.Future[int | None] = concurrent.futures.Future()
+
+        def done(future: concurrent.futures.Future[_Peeked]) -> None:
+            error = future.exception()
+            if error is not None:
+                alarm.set_exception(error)
+            else:
+                alarm.set_result(future.result()[1])
+
+        opened.add_done_callback(done)
+        return alarm
+
+    def release_peeked(self, namespace: str, object_id: str) -> None:
+        """Close the connection :meth:`peek` kept, unless :meth:`open` took it."""
+        key = self._file(namespace, object_id)
+        peeked = self._peeked.pop(key, None)
+        if peeked is None:
+            return
+
+        def close() -> None:
+            try:
+                db = peeked.result()[0]
+            except StorageError:
+                return
+            if db is not None:
+                self._close(db)
+
+        self._track_closing(key, self._closer.submit(close))

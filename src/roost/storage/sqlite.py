@@ -77,6 +77,14 @@ CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due_ms);
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
 _ALARM_COLUMNS: Final = "ns, object, due_ms, retry_count, gen, sql"
+_DUE: Final = f"""
+SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ?
+ORDER BY due_ms, ns, object LIMIT ?
+"""
+_DUE_AFTER: Final = f"""
+SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ? AND (due_ms, ns, object) > (?, ?, ?)
+ORDER BY due_ms, ns, object LIMIT ?
+"""
 # A KV object's alarm: the row is the alarm; any write restarts its retries.
 _ALARM_UPSERT: Final = """
 INSERT INTO alarms (ns, object, due_ms, alarm_ms, retry_count, gen, sql)
@@ -346,11 +354,15 @@ class SqliteEngine(StorageEngine):
 
     # -- the alarm index ---------------------------------------------------------
 
-    def due_alarms(self, now_ms: int, limit: int) -> list[AlarmEntry]:
-        rows = self.reader().execute(
-            f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ? ORDER BY due_ms LIMIT ?",
-            (now_ms, limit),
-        )
+    def due_alarms(
+        self, now_ms: int, limit: int, *, after: AlarmEntry | None = None
+    ) -> list[AlarmEntry]:
+        # Both forms read the covering index alarms_due (due_ms, then the key).
+        if after is None:
+            rows = self.reader().execute(_DUE, (now_ms, limit))
+        else:
+            position = (after.due_ms, after.namespace, bytes.fromhex(after.object_id))
+            rows = self.reader().execute(_DUE_AFTER, (now_ms, *position, limit))
         return [_entry(row) for row in rows]
 
     def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
@@ -392,8 +404,11 @@ class SqliteEngine(StorageEngine):
 
         return self.enqueue_op(update)
 
-    def peek_alarm(self, namespace: str, object_id: str) -> int | None:
-        return self.files.peek_alarm(namespace, object_id)
+    async def peek_alarm(self, namespace: str, object_id: str) -> int | None:
+        return await asyncio.wrap_future(self.files.peek(namespace, object_id))
+
+    def release_peeked(self, namespace: str, object_id: str) -> None:
+        self.files.release_peeked(namespace, object_id)
 
     # -- writes ----------------------------------------------------------------
 
