@@ -289,8 +289,6 @@ class AlarmScheduler:
                     await self._reindex(entry, truth)
                     return False
             delivery = _Delivery(entry, self._now_ms(), force=force)
-            # Nothing awaits between this and the activation dispatch makes.
-            woken = not runtime.is_live(entry.namespace, object_id)
             try:
                 await runtime.dispatch(entry.namespace, object_id, delivery)
             except RuntimeClosed:
@@ -307,24 +305,7 @@ class AlarmScheduler:
             self._delivered += 1
         if entry.sql and delivery.storage is not None:
             await self._reindex_from(entry, delivery.storage)
-        if woken and delivery.storage is not None:
-            self._back_to_sleep(object_id, delivery.storage)
         return delivery.ran
-
-    def _back_to_sleep(self, object_id: ObjectId, storage: Storage) -> None:
-        # An object woken only for its alarm is evicted as soon as the alarm is
-        # done, unless another event is using it or its next alarm is near: a
-        # burst of alarms then keeps in memory the deliveries in flight, not
-        # thousands of idle objects (whose long life is what makes Python's
-        # cyclic GC expensive), and a periodic alarm keeps its object warm.
-        try:
-            due = storage.alarm_due()
-        except RoostError:
-            return  # reset: nothing to evict
-        runtime = self._runtime
-        if due is not None and due - self._now_ms() < runtime.idle_timeout * 1000:
-            return
-        runtime.evict_if_idle(object_id.namespace, object_id)
 
     async def _failed_delivery(
         self, entry: AlarmEntry, object_id: ObjectId, seen: int | None

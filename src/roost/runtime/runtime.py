@@ -275,18 +275,6 @@ class Runtime:
             except Exception:  # pragma: no cover - a bug; keep sweeping
                 log.exception("eviction sweep failed")
 
-    def evict_if_idle(self, namespace: str, object_id: ObjectId) -> bool:
-        """Evict the object now if it is live and idle; return whether it was.
-
-        The alarm scheduler calls this for an object it woke only to run its
-        alarm (see ``docs/alarms.md``).
-        """
-        act = self._live.get((namespace, object_id.hex))
-        if act is None or not act.idle:
-            return False
-        self._evict(act)
-        return True
-
     def is_live(self, namespace: str, object_id: ObjectId) -> bool:
         """True when the object has an instance in memory."""
         return (namespace, object_id.hex) in self._live

@@ -185,6 +185,13 @@ class Connection(SocketTransport):
                     await deliver_close(ws, code, event.get("reason") or "")
                     return
         finally:
+            if not ws.closed:
+                # The loop ended without a close (an error, a cancelled task):
+                # the object must still hear of it and drop the socket, or its
+                # get_websockets() would keep returning a dead connection.
+                self._client_gone = True
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(deliver_close(ws, 1006, "connection lost"))
             await self._drain()
             self.finished.set()
 

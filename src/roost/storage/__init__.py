@@ -4,7 +4,8 @@
 seam; ``sqlite`` (embedded, durable) and ``memory`` (ephemeral) implement it.
 SQL objects' own databases: ``objectdb`` (connection and internal tables),
 ``sqlpolicy`` (what user SQL may do), ``sqlobject`` (their batches),
-``objectfiles`` and ``syncer`` (files on disk and their fsync).
+``objectfiles`` and ``filesync`` (SQL objects' files and their fsync);
+``walsync``: the shared database's fsync and checkpoints.
 """
 
 from .engine import AlarmEntry, Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch

@@ -23,6 +23,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Final
 
+from ..errors import StorageError
 from .engine import ListQuery, WriteBatch
 from .sqlpolicy import INTERNAL_PREFIX, StatementPolicy
 
@@ -69,16 +70,19 @@ _USER_SCHEMA: Final = internal(
 def configure_connection(conn: sqlite3.Connection, *, on_disk: bool, new: bool = True) -> None:
     """Settings of every object connection (before the policy is installed).
 
-    ``new=False`` for a file that exists: its WAL mode is already recorded in
-    the file (setting it again costs a lock round trip).
+    WAL mode is set and checked on every open, new file or not: a file left
+    empty by a crash between its creation and this call would otherwise run in
+    rollback-journal mode, whose commits the WAL fsync never covers.
     """
+    del new  # kept for callers; the check below is needed for every file
     if on_disk:
         # One connection per file for its whole life: no shared-memory index,
         # no other process may open it meanwhile.
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-        if new:
-            conn.execute("PRAGMA journal_mode=WAL")
-        # COMMIT only hands the WAL frames to the OS; WalSyncer fsyncs them.
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"cannot put an object database in WAL mode (it is in {mode!r})")
+        # COMMIT only hands the WAL frames to the OS; FileSyncPool fsyncs them.
         conn.execute("PRAGMA synchronous=OFF")
         # Checkpoints run when Roost says, with syncing turned on for them.
         conn.execute("PRAGMA wal_autocheckpoint=0")

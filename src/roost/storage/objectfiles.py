@@ -35,8 +35,8 @@ from typing import Final
 
 from ..errors import StorageError
 from .engine import Durability
+from .filesync import FileSyncPool
 from .objectdb import ObjectDatabase, configure_connection
-from .syncer import WalSyncer
 
 __all__ = ["ObjectFiles"]
 
@@ -55,7 +55,7 @@ class ObjectFiles:
     def __init__(self, root: Path, *, durability: Durability) -> None:
         self.root = root
         self.durability = durability
-        self._syncer: WalSyncer | None = None
+        self._syncer: FileSyncPool | None = None
         self._closer = concurrent.futures.ThreadPoolExecutor(1, "roost-sql-close")
         self._opener = concurrent.futures.ThreadPoolExecutor(_OPENERS, "roost-sql-open")
         self._closing: dict[str, concurrent.futures.Future[None]] = {}
@@ -68,7 +68,7 @@ class ObjectFiles:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.durability == "full" and self._syncer is None:
-            self._syncer = WalSyncer(loop)
+            self._syncer = FileSyncPool(loop)
 
     def close(self) -> None:
         """Close every database, wait for every sync; stop the threads (call from a thread)."""

@@ -4,7 +4,7 @@ An object's database commits on the event loop with ``synchronous=OFF``: the
 ``COMMIT`` only writes the WAL frames to the operating system (tens of
 microseconds), which already survives ``kill -9`` of the server.  For
 ``durability="full"`` the WAL file must also reach the disk before outputs are
-released; :class:`WalSyncer` does that ``fsync`` in a few threads and resolves
+released; :class:`FileSyncPool` does that ``fsync`` in a few threads and resolves
 the commit's future when it is done.  Requests for the same file that arrive
 while none of its syncs has started share one ``fsync``.
 """
@@ -19,18 +19,21 @@ from typing import Final
 
 from ..errors import CommitFailed
 
-__all__ = ["WalSyncer"]
+__all__ = ["FileSyncPool"]
 
 _THREADS: Final = 4
 
 
-class WalSyncer:
+class FileSyncPool:
     """Threads that ``fsync`` WAL files on request (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, threads: int = _THREADS) -> None:
         self._loop = loop
         self._lock = threading.Condition()
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
+        # A file whose fsync failed stays failed: the kernel may have dropped
+        # the pages it could not write, so no later fsync can vouch for them.
+        self._failed: dict[str, BaseException] = {}
         self._stopping = False
         self._threads = [
             threading.Thread(target=self._main, name=f"roost-wal-sync-{i}", daemon=True)
@@ -65,8 +68,14 @@ class WalSyncer:
                 if not self._pending:
                     return
                 path, futures = self._pending.popitem()
-            error = _fsync(path)
-            self.syncs += 1
+                error = self._failed.get(path)
+            if error is None:
+                error = _fsync(path)
+                with self._lock:
+                    if error is None:
+                        self.syncs += 1
+                    else:
+                        self._failed[path] = error
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(_resolve, futures, error)
 
