@@ -248,3 +248,10 @@ async def test_fetch_keeps_percent_encoded_paths_intact() -> None:
             }  # fmt: skip
         )
         assert (await stub.fetch(front)).text == "/r/a?b|q=1"
+
+
+async def test_list_object_ids_names_only_namespaces(rt: roost.Runtime) -> None:
+    await rt.env.OTHER.get_by_name("stored").increment()
+    assert rt.list_object_ids("OTHER") == [rt.env.OTHER.id_from_name("stored")]
+    with pytest.raises(roost.UnknownNamespace, match="THING"):
+        rt.list_object_ids("GREETING")  # a configuration value, not a namespace

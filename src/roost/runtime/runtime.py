@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .. import codec
-from ..errors import ObjectReset, RpcMethodNotFound, RuntimeClosed
+from ..errors import ObjectReset, RpcMethodNotFound, RuntimeClosed, UnknownNamespace
 from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject, is_rpc_method
@@ -294,7 +294,8 @@ class Runtime:
     def list_object_ids(self, namespace: str) -> list[ObjectId]:
         """IDs of the objects of ``namespace`` that have stored data."""
         if namespace not in self.classes:
-            self.env[namespace]  # raises UnknownNamespace with the known names
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise UnknownNamespace(f"no namespace named {namespace!r} (namespaces: {known})")
         self._ensure_started()
         ns = self.env[namespace]
         return [ns.id_from_string(h) for h in self.engine.list_object_ids(namespace)]
