@@ -76,49 +76,34 @@ def _throughput(scenario: str, results: dict[str, list[dict[str, float]]]) -> Fi
     return figure
 
 
+#: Scenario name -> (path, connections, counters chosen at random; 0: one hot counter).
+SCENARIOS: dict[str, tuple[str, int, int]] = {
+    "http-read-hot": ("/counter/hot", 64, 0),
+    "http-inc-hot": ("/counter/hot/increment", 64, 0),
+    "http-inc-spread": ("/counter/hot/increment", 64, 10_000),
+    "http-inc-hot-c1": ("/counter/hot/increment", 1, 0),
+}
+
+
 def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
     figures: list[Figure] = []
-    if "http-read-hot" in only:
+    for scenario, (path, connections, spread) in SCENARIOS.items():
+        if scenario not in only:
+            continue
         res = _measure(
-            "http-read-hot", path="/counter/hot", connections=64, spread=0, quick=quick, runs=runs
+            scenario, path=path, connections=connections, spread=spread, quick=quick, runs=runs
         )
-        figures.append(_throughput("http-read-hot", res))
-    if "http-inc-hot" in only:
-        res = _measure(
-            "http-inc-hot",
-            path="/counter/hot/increment",
-            connections=64,
-            spread=0,
-            quick=quick,
-            runs=runs,
-        )
-        fig = _throughput("http-inc-hot", res)
-        checks = [
-            f"stored {r['stored']:.0f} = acked {r['acked']:.0f} + {r['stored'] - r['acked']:.0f} "
-            f"of {r['unanswered']:.0f} unanswered at stop"
-            for r in res["roost"]
-        ]
-        fig.note = "; ".join(filter(None, [fig.note, *checks]))
-        figures.append(fig)
-    if "http-inc-spread" in only:
-        res = _measure(
-            "http-inc-spread",
-            path="/counter/hot/increment",
-            connections=64,
-            spread=10_000,
-            quick=quick,
-            runs=runs,
-        )
-        figures.append(_throughput("http-inc-spread", res))
-    if "http-inc-hot-c1" in only:
-        res = _measure(
-            "http-inc-hot-c1",
-            path="/counter/hot/increment",
-            connections=1,
-            spread=0,
-            quick=quick,
-            runs=runs,
-        )
+        if scenario != "http-inc-hot-c1":
+            fig = _throughput(scenario, res)
+            if scenario == "http-inc-hot":
+                checks = [
+                    f"stored {r['stored']:.0f} = acked {r['acked']:.0f} + "
+                    f"{r['stored'] - r['acked']:.0f} of {r['unanswered']:.0f} unanswered at stop"
+                    for r in res["roost"]
+                ]
+                fig.note = "; ".join(filter(None, [fig.note, *checks]))
+            figures.append(fig)
+            continue
         for pct in ("p50", "p99"):
             fig = Figure("http-inc-hot-c1", f"latency {pct}", "ms", higher_is_better=False)
             fig.runs = [r[f"{pct}_us"] / 1000 for r in res["roost"]]

@@ -32,7 +32,9 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import CommitFailed
 
 if TYPE_CHECKING:
     from .objectdb import ObjectDatabase
@@ -131,6 +133,26 @@ class ListQuery:
         if self.low is not None and (key < self.low or (self.low_open and key == self.low)):
             return False
         return self.high is None or key < self.high
+
+
+#: What became of one queued write: its future, its result, its error.
+Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+def resolve_outcomes(outcomes: list[Outcome]) -> None:
+    """Settle each future with its result or error (on the event loop)."""
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def broken_error(store: ObjectStore) -> CommitFailed:
+    """The error of a batch queued after an earlier batch of ``store`` failed."""
+    return CommitFailed(f"an earlier commit of this object failed: {store.broken}")
 
 
 class ObjectStore(ABC):

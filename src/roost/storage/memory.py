@@ -16,7 +16,16 @@ import sqlite3
 from dataclasses import dataclass
 
 from ..errors import CommitFailed, RuntimeClosed
-from .engine import AlarmEntry, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .engine import (
+    AlarmEntry,
+    ListQuery,
+    ObjectStore,
+    Outcome,
+    StorageEngine,
+    WriteBatch,
+    broken_error,
+    resolve_outcomes,
+)
 from .objectdb import ObjectDatabase, configure_connection
 from .sqlobject import SqlObjectStore
 
@@ -152,10 +161,11 @@ class MemoryEngine(StorageEngine):
         if group:
             self.commits += 1
             self.batches_committed += len(group)
+        outcomes: list[Outcome] = []
         for store, batch, future in group:
             error: BaseException | None = None
             if store.broken is not None:
-                error = CommitFailed(f"an earlier commit of this object failed: {store.broken}")
+                error = broken_error(store)
             else:
                 try:
                     self.check_fault(store, batch)
@@ -164,12 +174,8 @@ class MemoryEngine(StorageEngine):
                     error = CommitFailed(f"commit failed: {exc}")
                     error.__cause__ = exc
                     store.broken = error
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+            outcomes.append((future, None, error))
+        resolve_outcomes(outcomes)
 
     # -- SQL objects (the SqlHost protocol) ----------------------------------------
 

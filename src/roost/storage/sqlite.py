@@ -41,11 +41,19 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
-from .engine import AlarmEntry, Durability, ListQuery, ObjectStore, StorageEngine, WriteBatch
+from .engine import (
+    AlarmEntry,
+    Durability,
+    ListQuery,
+    ObjectStore,
+    StorageEngine,
+    WriteBatch,
+    broken_error,
+)
+from .engine import Outcome as _Outcome
 from .objectdb import ObjectDatabase
 from .objectfiles import ObjectFiles
 from .sqlobject import SqlObjectStore
-from .walsync import Outcome as _Outcome
 from .walsync import WalSyncer
 
 __all__ = ["SqliteEngine"]
@@ -485,7 +493,7 @@ class SqliteEngine(StorageEngine):
         outcomes: list[_Outcome] = []
         for (store, _, future), result in zip(group, results, strict=True):
             broken = store is not None and store.broken is not None
-            outcomes.append((future, result, _broken(store) if broken else None))  # type: ignore[arg-type]
+            outcomes.append((future, result, broken_error(store) if broken else None))  # type: ignore[arg-type]
         return outcomes
 
     def _apply(
@@ -507,7 +515,7 @@ class SqliteEngine(StorageEngine):
         future: asyncio.Future[Any],
     ) -> _Outcome:
         if store is not None and store.broken is not None:
-            return (future, None, _broken(store))
+            return (future, None, broken_error(store))
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = self._apply(conn, store, work)
@@ -544,10 +552,6 @@ def _lock_data_dir(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
-
-
-def _broken(store: ObjectStore) -> BaseException:
-    return CommitFailed(f"an earlier commit of this object failed: {store.broken}")
 
 
 def _entry(row: tuple[Any, ...]) -> AlarmEntry:

@@ -28,7 +28,7 @@ import sqlite3
 from typing import Protocol
 
 from ..errors import CommitFailed, ObjectReset
-from .engine import ListQuery, ObjectStore, WriteBatch
+from .engine import ListQuery, ObjectStore, WriteBatch, broken_error
 from .objectdb import ObjectDatabase
 
 __all__ = ["SqlHost", "SqlObjectStore"]
@@ -133,7 +133,7 @@ class SqlObjectStore(ObjectStore):
         if self.broken is not None:
             # Fail on the next turn, like any commit: the store's owner sees the
             # failure (and resets the object) before the caller's output does.
-            host.loop.call_soon(_set_failed, future, _broken(self))
+            host.loop.call_soon(_set_failed, future, broken_error(self))
             return future
         try:
             db = self.database
@@ -239,7 +239,3 @@ class SqlObjectStore(ObjectStore):
 def _set_failed(future: asyncio.Future[None], error: BaseException | None) -> None:
     if not future.done():
         future.set_exception(error or CommitFailed("commit failed"))
-
-
-def _broken(store: ObjectStore) -> BaseException:
-    return CommitFailed(f"an earlier commit of this object failed: {store.broken}")

@@ -22,30 +22,17 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ..errors import CommitFailed
+from .engine import Outcome, resolve_outcomes
 
-__all__ = ["Outcome", "WalSyncer", "resolve_outcomes"]
-
-#: What became of one queued item: its future, its result, its error.
-Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+__all__ = ["WalSyncer"]
 
 #: Seconds between checkpoints while writes keep coming.
 _CHECKPOINT_INTERVAL: Final = 1.0
 
 log = logging.getLogger("roost.storage")
-
-
-def resolve_outcomes(outcomes: list[Outcome]) -> None:
-    """Settle each future with its result or error (on the event loop)."""
-    for future, result, error in outcomes:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)
 
 
 class WalSyncer:
