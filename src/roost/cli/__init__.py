@@ -138,6 +138,14 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
+    "--http",
+    "http_impl",
+    type=click.Choice(["roost", "httptools", "h11"]),
+    default="roost",
+    show_default=True,
+    help="HTTP/1.1 implementation: Roost's own (fastest) or one of uvicorn's.",
+)
+@click.option(
     "--stats-path",
     metavar="PATH",
     help="Answer GET PATH with the runtime's statistics as JSON (e.g. /_roost/stats).",
@@ -149,9 +157,10 @@ def serve(
     data: Path | None,
     log_level: str,
     access_log: bool,
+    http_impl: str,
     stats_path: str | None,
 ) -> None:
-    """Serve APP in production on uvicorn (uvloop, httptools).
+    """Serve APP in production on uvicorn (uvloop, Roost's HTTP/1.1 protocol).
 
     APP is FILE_OR_MODULE[:ATTR].  On SIGTERM or SIGINT the server stops
     accepting connections, lets in-flight events finish, closes WebSockets with
@@ -163,10 +172,11 @@ def serve(
         loaded.app.stats_path = stats_path
     sock = _listen(host, port)
     _banner("serve", f"http://{host}:{sock.getsockname()[1]}", loaded.app.data_dir)
+    options: dict[str, Any] = {} if http_impl == "roost" else {"http": http_impl}
     config = make_config(
         loaded.app,
+        **options,
         loop="uvloop",
-        http="httptools",
         log_level=log_level,
         access_log=access_log,
     )

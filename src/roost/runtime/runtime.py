@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 from collections import OrderedDict
@@ -32,6 +33,9 @@ __all__ = ["Runtime", "RuntimeStatistics"]
 
 T = TypeVar("T")
 log = logging.getLogger("roost.runtime")
+
+#: CPython's default first-generation threshold (``gc.get_threshold()[0]``).
+_PYTHON_GC_THRESHOLD = 700
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,14 @@ class Runtime:
         The time source; tests pass :class:`~roost.testing.ManualClock`.
     engine:
         A storage engine to use instead of the one ``data_dir`` selects.
+    gc_threshold:
+        First-generation threshold of Python's cyclic garbage collector while
+        the runtime runs (``None``: leave the collector alone).  Each young
+        collection walks every live young object, which under load means the
+        coroutine frames of every event in flight; at Python's default of 700
+        allocations that cost 10-20 % of a busy server's time
+        (``docs/design.md``).  Applied only when the threshold is still
+        Python's default, and restored on :meth:`close`.
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class Runtime:
         env: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         engine: StorageEngine | None = None,
+        gc_threshold: int | None = 50_000,
     ) -> None:
         for name, cls in objects.items():
             if not isinstance(name, str) or not name:
@@ -100,6 +113,10 @@ class Runtime:
             raise ValueError(f"durability must be 'full' or 'process', not {durability!r}")
         if idle_timeout <= 0 or max_live_objects < 1 or max_queue < 1:
             raise ValueError("idle_timeout, max_live_objects and max_queue must be positive")
+        if gc_threshold is not None and (isinstance(gc_threshold, bool) or gc_threshold < 1):
+            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
+        self.gc_threshold = gc_threshold
+        self._gc_restore: tuple[int, int, int] | None = None
         self.classes: dict[str, type[DurableObject]] = dict(objects)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if engine is None:
@@ -152,6 +169,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         self.engine.start(loop)
         self._loop = loop
+        self._raise_gc_threshold()
         self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
         self.alarms.start(loop)
 
@@ -183,7 +201,20 @@ class Runtime:
                     task.cancel()
             self._live.clear()
             await self.engine.close()
+            self._restore_gc_threshold()
         self._closed = True
+
+    def _raise_gc_threshold(self) -> None:
+        current = gc.get_threshold()
+        if self.gc_threshold is None or current[0] != _PYTHON_GC_THRESHOLD:
+            return  # someone chose a setting (maybe another runtime): keep it
+        self._gc_restore = current
+        gc.set_threshold(self.gc_threshold, *current[1:])
+
+    def _restore_gc_threshold(self) -> None:
+        if self._gc_restore is not None and gc.get_threshold()[0] == self.gc_threshold:
+            gc.set_threshold(*self._gc_restore)
+        self._gc_restore = None
 
     async def __aenter__(self) -> Runtime:
         await self.start()

@@ -310,6 +310,9 @@ class App:
                     started.set_result(None)
                 else:
                     log.exception("the front app's lifespan failed")
+            else:
+                if not started.done():  # returned without a word: no lifespan either
+                    started.set_result(None)
 
         self._front_shutdown = inbox
         self._front_lifespan = loop.create_task(run())

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from .app import App
+from .http1 import HttpProtocol
 from .protocol import WebSocketProtocol
 
 __all__ = ["Server", "bind", "make_config", "running"]
@@ -72,9 +73,11 @@ def find_app(app: Any) -> App | None:
 
 def make_config(app: Any, **options: Any) -> uvicorn.Config:
     """A uvicorn config for a Roost app: lifespan on, message size from the App,
-    and the WebSocket protocol that loses no message before a bad frame."""
+    Roost's HTTP/1.1 protocol (:mod:`.http1`), and the WebSocket protocol that
+    loses no message before a bad frame."""
     found = find_app(app)
     options.setdefault("lifespan", "on")
+    options.setdefault("http", HttpProtocol)
     options.setdefault("ws", WebSocketProtocol)
     options.setdefault("timeout_graceful_shutdown", 30)
     if found is not None:
