@@ -2,9 +2,10 @@
 
 It behaves like the SQLite engine in everything but durability: commits are
 pipelined (a batch is sealed and becomes "durable" on the next turn of the
-event loop, after the object has moved on), batches of one object apply in order, and a failed
-batch breaks its store.  SQL objects get a SQLite ``:memory:`` database each,
-kept for the engine's life; the alarm index is a heap ordered by due time.
+event loop, after the object has moved on), batches of one object apply in
+order, and a failed batch breaks its store.  SQL objects get a SQLite
+``:memory:`` database each, kept for the engine's life; the alarm index is a
+heap ordered by due time.
 """
 
 from __future__ import annotations
