@@ -23,8 +23,10 @@ _BODY_BYTES = 24
 _CHECK_BYTES = 8
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 #: Names seen recently, per namespace: hot objects are looked up by name on
-#: every request, and the two keyed hashes are most of that cost.
-_NAME_CACHE_SIZE: Final = 4096
+#: every request, and the two keyed hashes are most of that cost.  Sized past
+#: the runtime's default cap of live objects (10,000): a smaller cache, emptied
+#: when full, missed on nearly every request once that many objects were busy.
+_NAME_CACHE_SIZE: Final = 16384
 
 
 class ObjectId:

@@ -83,16 +83,12 @@ async def test_send_waits_for_the_writes_before_it() -> None:
         # Hold the commit back: the frame must not leave until it is durable.
         original = engine.enqueue
 
-        def slow(store: Any, batch: Any) -> asyncio.Future[None]:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
+        def slow(store: Any, batch: Any, done: Any) -> None:
             async def later() -> None:
                 await release.wait()
-                inner = original(store, batch)
-                inner.add_done_callback(lambda f: future.set_result(None))
+                original(store, batch, done)
 
             asyncio.ensure_future(later())
-            return future
 
         engine.enqueue = slow  # type: ignore[method-assign]
         delivery = asyncio.ensure_future(deliver_message(ws, "hi"))

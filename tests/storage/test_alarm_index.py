@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.storage.engine import AlarmEntry, StorageEngine, WriteBatch
+from roost.storage.engine import AlarmEntry, CommitFuture, StorageEngine, WriteBatch
 from roost.storage.memory import MemoryEngine
 from roost.storage.objectfiles import ObjectFiles
 from roost.storage.sqlite import SqliteEngine
@@ -26,7 +26,9 @@ async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 async def set_alarm(engine: StorageEngine, namespace: str, object_id: str, due: int) -> None:
     batch = WriteBatch()
     batch.set_alarm(due)
-    await engine.open_object(namespace, object_id).commit(batch)
+    done = CommitFuture(loop=asyncio.get_running_loop())
+    engine.open_object(namespace, object_id).commit(batch, done)
+    await done
 
 
 def key(entry: AlarmEntry) -> tuple[int, str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 
 import roost
 from roost import CommitFailed, SqlError, SqlNotEnabled, SqlStatementRefused
+from roost.storage.engine import CommitFuture, WriteBatch
+from roost.storage.memory import MemoryEngine
 from roost.testing import fail_commits, list_object_ids, run_in_object
 
 Factory = Callable[..., Awaitable[roost.Runtime]]
@@ -309,3 +312,24 @@ async def test_internal_statements_leave_no_mark_users_can_read(roost_env: roost
     schema = await stub.run("SELECT name, sql FROM sqlite_master")
     assert {"_roost_kv", "_roost_alarm", "notes"} <= {r["name"] for r in schema}
     assert not any("roost " in (r["sql"] or "") for r in schema)
+
+
+async def test_a_batch_that_wrote_nothing_settles_after_the_one_before_it() -> None:
+    # The first batch waits for its fsync; the second changes nothing and needs
+    # none, yet must not settle first (outputs wait on the latest batch only).
+    loop = asyncio.get_running_loop()
+    engine = MemoryEngine()
+    engine.start(loop)
+    synced: asyncio.Future[None] = loop.create_future()
+    engine.after_commit = lambda namespace, object_id, db: synced  # type: ignore[method-assign]
+    store = engine.open_object("NOTES", "ab" * 32, sql=True)
+    first, second = CommitFuture(loop=loop), CommitFuture(loop=loop)
+    store.commit(WriteBatch(writes={"k": b"\x01"}), first)
+    store.commit(WriteBatch(writes={"absent": None}), second)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not first.done() and not second.done()
+    synced.set_result(None)
+    await second
+    assert first.done() and first.exception() is None
+    await engine.close()

@@ -11,9 +11,17 @@ through two small interfaces:
   :meth:`ObjectStore.commit`.  That call is the place where a later cluster
   engine adds an ownership epoch and fails with "ownership lost".
 
-Batches of one object are committed in the order they were submitted.  When a
-batch fails, the store is *broken*: that batch and every later batch of it fail,
-and the runtime resets the object.
+A batch's life, per object: the first write of a loop turn opens it and asks
+the store to seal it (:meth:`ObjectStore.seal_soon`); on the next turn the
+engine runs the seals of every object at once, each hands its batch to
+:meth:`ObjectStore.commit`, and the engine commits them as one group.  The
+engine settles each batch's :class:`CommitFuture` itself, in the order the
+batches of an object were submitted, so a batch costs the engine one list
+entry and one future, never a callback of its own.
+
+When a batch fails, the store is *broken*: that batch and every later batch of
+it fail, and the runtime resets the object (the future's ``on_failure``, before
+any waiter sees the error).
 
 Objects of SQL classes (``sql=True``) get a store with a database of their own
 (:attr:`ObjectStore.database`); their SQL writes join the same batches.
@@ -32,7 +40,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ..errors import CommitFailed
 
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlarmEntry",
+    "CommitFuture",
+    "CommitQueue",
     "Durability",
     "ListQuery",
     "ObjectStore",
@@ -52,6 +62,8 @@ __all__ = [
 #: ``kill -9`` and power loss.  ``"process"``: written to the OS before release;
 #: survives ``kill -9`` of the server, not a power cut or kernel crash.
 Durability = Literal["full", "process"]
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -135,6 +147,85 @@ class ListQuery:
         return self.high is None or key < self.high
 
 
+class CommitFuture(asyncio.Future[None]):
+    """The durability of one batch: the engine settles it, and every output
+    that depends on the batch awaits it.
+
+    Many callers wait on the same future, so one caller's cancellation must not
+    cancel it for all: ``cancel()`` is refused, and a cancelled waiter gets its
+    ``CancelledError`` once the commit has settled.
+
+    Failing it first calls its :attr:`on_failure` (the runtime resets the
+    object there), so no waiter can see the error while the object still runs.
+    """
+
+    # A slot set after creation, not an __init__: a Python __init__ would
+    # double what making the future costs, once per batch.
+    __slots__ = ("on_failure",)
+
+    #: Called once with the error if the batch fails (unset or ``None``: nothing).
+    on_failure: Callable[[BaseException], None] | None
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+    def set_exception(self, exception: type | BaseException, /) -> None:
+        hook = getattr(self, "on_failure", None)
+        self.on_failure = None
+        if hook is not None:
+            hook(exception if isinstance(exception, BaseException) else exception())
+        if not self.done():  # the hook may have failed it already (a reset closes the store)
+            super().set_exception(exception)
+            self.exception()  # retrieved: callers that left early must not log it
+
+
+class CommitQueue(Generic[T]):
+    """What an engine commits on the next turn of the event loop.
+
+    Stores add the *seal* of their open batch (:meth:`seal_soon`) and the
+    engine adds its own work (:meth:`put`); the first addition of a turn
+    schedules ``flush``, which calls :meth:`take`: every seal runs (queuing
+    its batch here) and the whole queue comes back as one group.  One callback
+    per turn for all objects, and no seal can miss the commit that follows it.
+    """
+
+    __slots__ = ("_loop", "_flush", "_seals", "_items", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, flush: Callable[[], None]) -> None:
+        self._loop = loop
+        self._flush = flush
+        self._seals: list[Callable[[], None]] = []
+        self._items: list[T] = []
+        self._scheduled = False
+
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        self._seals.append(seal)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def take(self) -> list[T]:
+        """Run the seals, then empty the queue (in the order things were added)."""
+        while self._seals:  # a seal queues items, never another seal; loop to be sure
+            seals, self._seals = self._seals, []
+            for seal in seals:
+                try:
+                    seal()
+                except Exception as exc:  # a bug in one seal must not strand the others
+                    self._loop.call_exception_handler(
+                        {"message": "sealing a batch failed", "exception": exc}
+                    )
+        items, self._items = self._items, []
+        self._scheduled = False
+        return items
+
+
 #: What became of one queued write: its future, its result, its error.
 Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 
@@ -190,6 +281,15 @@ class ObjectStore(ABC):
         return None
 
     @abstractmethod
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        """Call ``seal`` on the next turn of the event loop, just before the
+        engine's next group commit (``seal`` then calls :meth:`commit`).
+
+        Writes made until then join the open batch.  Once the engine is
+        closed, ``seal`` still runs (and its :meth:`commit` fails).
+        """
+
+    @abstractmethod
     def read(self, keys: list[str]) -> dict[str, bytes]:
         """Committed values of ``keys`` (absent keys are left out)."""
 
@@ -198,12 +298,14 @@ class ObjectStore(ABC):
         """Committed ``(key, value)`` pairs in ``query``, in its order."""
 
     @abstractmethod
-    def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
-        """Queue ``batch``; the future resolves once it is durable.
+    def commit(self, batch: WriteBatch, done: CommitFuture) -> None:
+        """Queue ``batch``; settle ``done`` once it is durable.
 
-        Never blocks.  The future fails with :class:`roost.CommitFailed` when the
-        batch could not be made durable, or when an earlier batch of this store
-        failed.
+        Never blocks.  ``done`` settles no earlier than the ``done`` of every
+        batch this store was given before; it fails with
+        :class:`roost.CommitFailed` when the batch could not be made durable,
+        or when an earlier batch of this store failed.  Raises (and leaves
+        ``done`` alone) when the engine is closed.
         """
 
 
@@ -239,6 +341,9 @@ class StorageEngine(ABC):
         return 0
 
     def __init__(self) -> None:
+        #: The next group commit (made by :meth:`start`).
+        self._queue: CommitQueue[Any] | None = None
+        self._closed = False
         self.fault_hook: FaultHook | None = None
         #: Called on the event loop with the due time (epoch ms) of every alarm a
         #: committed batch set; the scheduler uses it to wake up early.
@@ -247,6 +352,19 @@ class StorageEngine(ABC):
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open files and start background work on ``loop``."""
+
+    @property
+    @abstractmethod
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the engine runs on (raises when not started)."""
+
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        """Run ``seal`` right before the next group commit (see :class:`CommitQueue`)."""
+        queue = self._queue
+        if self._closed or queue is None:
+            self.loop.call_soon(seal)  # its commit fails: the engine is closed
+        else:
+            queue.seal_soon(seal)
 
     @abstractmethod
     async def close(self) -> None:
@@ -306,7 +424,7 @@ class StorageEngine(ABC):
         """Close what :meth:`peek_alarm` kept open, unless an activation took it."""
         return None
 
-    def alarm_committed(self, future: asyncio.Future[None], batch: WriteBatch) -> None:
+    def alarm_committed(self, future: CommitFuture, batch: WriteBatch) -> None:
         """Tell :attr:`alarm_listener` when ``future`` succeeds, if ``batch`` set an alarm."""
         due = batch.alarm_ms
         if not batch.alarm_changed or due is None or self.alarm_listener is None:

@@ -5,8 +5,9 @@ or written (the object is the only writer of its data, so the cache is always
 right); a miss reads the committed state from the engine.  Writes update the
 cache at once and join the object's open :class:`~roost.storage.engine.WriteBatch`.
 The batch is sealed on the next turn of the event loop (that is, at the first
-await on anything outside storage) and handed to the engine, which commits it
-while the object goes on working.  The runtime's output gate waits on
+await on anything outside storage), by the engine, right before the group
+commit it joins; the engine settles the batch's :class:`CommitFuture` while the
+object goes on working.  The runtime's output gate waits on
 :meth:`Storage.output_barrier` before it releases a result.
 
 The alarm is written the same way (it joins the batch), and for SQL objects so
@@ -24,8 +25,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from .. import codec
-from ..errors import CommitFailed, InvalidState, ObjectReset, SqlNotEnabled, StorageLimitExceeded
-from .engine import ListQuery, ObjectStore, WriteBatch
+from ..errors import InvalidState, ObjectReset, SqlNotEnabled, StorageLimitExceeded
+from .engine import CommitFuture, ListQuery, ObjectStore, WriteBatch
 from .ranges import Entry as _Entry
 from .ranges import make_query, merge_range
 from .sql import SqlStorage
@@ -343,23 +344,6 @@ class Transaction(_KvApi):
         self._alarm_set = True
 
 
-class CommitFuture(asyncio.Future[None]):
-    """The durability of one batch, awaited by every output that depends on it.
-
-    Many callers wait on the same future, so one caller's cancellation must not
-    cancel it for all: ``cancel()`` is refused, and a cancelled waiter gets its
-    ``CancelledError`` once the commit has settled.
-    """
-
-    def cancel(self, msg: object = None) -> bool:
-        return False
-
-    def fail(self, error: BaseException) -> None:
-        if not self.done():
-            self.set_exception(error)
-            self.exception()  # retrieved: callers that left early must not log it
-
-
 class Storage(_KvApi):
     """One object's private, strongly consistent, durable storage (``ctx.storage``)."""
 
@@ -370,7 +354,6 @@ class Storage(_KvApi):
         "_complete",
         "_batch",
         "_tail",
-        "_before",
         "_gate",
         "_broken",
         "_on_failure",
@@ -399,7 +382,6 @@ class Storage(_KvApi):
         self._complete = False
         self._batch: WriteBatch | None = None
         self._tail: CommitFuture | None = None
-        self._before: CommitFuture | None = None  # the tail when the open batch began
         self._broken: BaseException | None = None
         self._on_failure = on_failure
         self._sql: SqlStorage | None = None
@@ -557,45 +539,25 @@ class Storage(_KvApi):
         batch = self._batch
         if batch is None:
             batch = self._batch = WriteBatch()
-            self._before = self._tail
-            self._tail = CommitFuture(loop=self._loop)
-            self._loop.call_soon(self._seal)
+            done = self._tail = CommitFuture(loop=self._loop)
+            done.on_failure = self._failed
+            self._store.seal_soon(self._seal)
         return batch
 
     def _seal(self) -> None:
         batch, self._batch = self._batch, None
-        done, before = self._tail, self._before
-        self._before = None
+        done = self._tail
         if batch is None or done is None:
             return
         if self._broken is not None:
-            done.fail(self._broken)
+            done.set_exception(self._broken)
             return
         try:
-            future = self._store.commit(batch)
+            # The store settles `done` in order with the object's earlier
+            # batches, so it covers them too (see output_barrier).
+            self._store.commit(batch, done)
         except Exception as exc:
-            self._failed(exc)
-            done.fail(exc)
-            return
-        future.add_done_callback(lambda f: self._committed(f, done, before))
-
-    def _committed(
-        self, future: asyncio.Future[None], done: CommitFuture, before: CommitFuture | None
-    ) -> None:
-        if before is not None and not before.done():
-            # An engine may settle a batch that changed nothing before an
-            # earlier one is durable; outputs wait on the latest batch only,
-            # so it must not settle ahead of those before it.
-            before.add_done_callback(lambda _: self._committed(future, done, before))
-            return
-        error = CommitFailed("commit was cancelled") if future.cancelled() else future.exception()
-        if error is None and before is not None and before.exception() is not None:
-            error = before.exception()
-        if error is None:
-            done.set_result(None)
-        else:
-            self._failed(error)
-            done.fail(error)
+            done.set_exception(exc)
 
     def _failed(self, error: BaseException) -> None:
         if self._broken is None:
@@ -622,9 +584,12 @@ class Storage(_KvApi):
         """Refuse every later operation (the object was reset or evicted)."""
         if self._broken is None:
             self._broken = reason
-        # Once broken, the callback is never called again; dropping it breaks
-        # the cycle with the activation, which refcounting then frees at once.
+        # Once broken, the callbacks are never called again; dropping them
+        # breaks the cycles with the activation (through the latest batch's
+        # future, too), which refcounting then frees at once.
         self._on_failure = _ignore_failure
+        if self._tail is not None:
+            self._tail.on_failure = None
         self._store.close()
 
     async def sync(self) -> None:

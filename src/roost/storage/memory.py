@@ -1,10 +1,11 @@
 """The in-memory engine: ephemeral storage for tests and ``data_dir=None``.
 
 It behaves like the SQLite engine in everything but durability: commits are
-pipelined (a batch becomes "durable" on the next turn of the event loop, after
-the object has moved on), batches of one object apply in order, and a failed
-batch breaks its store.  SQL objects get a SQLite ``:memory:`` database each,
-kept for the engine's life; the alarm index is a heap ordered by due time.
+pipelined (a batch is sealed and becomes "durable" on the next turn of the
+event loop, after the object has moved on), batches of one object apply in
+order, and a failed batch breaks its store.  SQL objects get a SQLite
+``:memory:`` database each, kept for the engine's life; the alarm index is a
+heap ordered by due time.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import asyncio
 import bisect
 import heapq
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import CommitFailed, RuntimeClosed
 from .engine import (
     AlarmEntry,
+    CommitFuture,
+    CommitQueue,
     ListQuery,
     ObjectStore,
     Outcome,
@@ -32,6 +36,7 @@ from .sqlobject import SqlObjectStore
 __all__ = ["MemoryEngine"]
 
 _Key = tuple[str, str]
+_Item = tuple["_MemoryObjectStore", WriteBatch, CommitFuture]
 
 
 @dataclass(slots=True)
@@ -77,8 +82,11 @@ class _MemoryObjectStore(ObjectStore):
         row = self._engine.alarms.get(self._key)
         return None if row is None or row.sql else row.alarm_ms
 
-    def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
-        return self._engine.enqueue(self, batch)
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        self._engine.seal_soon(seal)
+
+    def commit(self, batch: WriteBatch, done: CommitFuture) -> None:
+        self._engine.enqueue(self, batch, done)
 
     def apply(self, batch: WriteBatch) -> None:
         data = self._engine.data
@@ -116,12 +124,12 @@ class MemoryEngine(StorageEngine):
         # due changed) are skipped.
         self._heap: list[tuple[int, _Key, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[tuple[_MemoryObjectStore, WriteBatch, asyncio.Future[None]]] = []
-        self._closed = False
+        self._queue: CommitQueue[_Item] | None = None
         self.commits = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._queue = CommitQueue(loop, self._flush)
         self._closed = False
 
     async def close(self) -> None:
@@ -146,18 +154,16 @@ class MemoryEngine(StorageEngine):
 
     # -- KV commits ------------------------------------------------------------------
 
-    def enqueue(self, store: _MemoryObjectStore, batch: WriteBatch) -> asyncio.Future[None]:
-        if self._closed or self._loop is None:
+    def enqueue(self, store: _MemoryObjectStore, batch: WriteBatch, done: CommitFuture) -> None:
+        if self._closed or self._queue is None:
             raise RuntimeClosed("storage engine is closed")
-        future = self._loop.create_future()
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append((store, batch, future))
-        self.alarm_committed(future, batch)
-        return future
+        self._queue.put((store, batch, done))
+        self.alarm_committed(done, batch)
 
     def _flush(self) -> None:
-        group, self._pending = self._pending, []
+        if self._queue is None:
+            return
+        group = self._queue.take()
         if group:
             self.commits += 1
             self.batches_committed += len(group)

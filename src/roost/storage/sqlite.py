@@ -6,16 +6,17 @@ Layout (measured in ``docs/storage.md``): one WAL-mode database file,
 row, no file, no schema and no fsync of its own, so the millionth object costs
 what the first did.
 
-Writes are *group-committed* on the event loop: every batch sealed in one turn
-of the loop (from any object) is applied in one transaction, one ``executemany``
-per statement kind, and committed with ``synchronous=OFF`` — which only hands
-the WAL frames to the operating system (enough to survive ``kill -9``).  For
-``durability="full"`` a dedicated thread then ``fsync``s the WAL file, one
-``fsync`` for every commit made before it started, and only then are the
-batches' futures resolved (the output gate opens).  The thread does nothing
-but wait on the disk, so it needs the interpreter lock twice per ``fsync``;
-running the SQL itself in a thread made it fight the event loop for the lock
-at every statement, which cost milliseconds per commit under load.
+Writes are *group-committed* on the event loop: once per turn of the loop the
+engine seals every object's open batch (:class:`.engine.CommitQueue`), applies
+them all in one transaction, one ``executemany`` per statement kind, and
+commits with ``synchronous=OFF`` — which only hands the WAL frames to the
+operating system (enough to survive ``kill -9``).  For ``durability="full"`` a
+dedicated thread then ``fsync``s the WAL file, one ``fsync`` for every commit
+made before it started, and only then are the batches' futures resolved, in
+the order of the group (the output gate opens).  The thread does nothing but
+wait on the disk, so it needs the interpreter lock twice per ``fsync``; running
+the SQL itself in a thread made it fight the event loop for the lock at every
+statement, which cost milliseconds per commit under load.
 
 Checkpoints copy the WAL into the database file in a thread of their own,
 through a connection with ``synchronous=FULL`` (the WAL is synced before and
@@ -43,6 +44,8 @@ from typing import Any, Final
 from ..errors import CommitFailed, RuntimeClosed, StorageError
 from .engine import (
     AlarmEntry,
+    CommitFuture,
+    CommitQueue,
     Durability,
     ListQuery,
     ObjectStore,
@@ -162,8 +165,11 @@ class _SqliteObjectStore(ObjectStore):
             )
         )
 
-    def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
-        return self._engine.enqueue(self, batch)
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        self._engine.seal_soon(seal)
+
+    def commit(self, batch: WriteBatch, done: CommitFuture) -> None:
+        self._engine.enqueue(self, batch, done)
 
 
 def _apply_all(
@@ -226,13 +232,12 @@ class SqliteEngine(StorageEngine):
         self.path = Path(data_dir) / _DB_NAME
         self.durability = durability
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
-        self._pending: list[_Item] = []
+        self._queue: CommitQueue[_Item] | None = None
         self._lock_fd: int | None = None
         self._writer: sqlite3.Connection | None = None
         self._syncer: WalSyncer | None = None
         self._reader: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
         self.commits = 0
         self.batches_committed = 0
 
@@ -260,6 +265,7 @@ class SqliteEngine(StorageEngine):
                 self._lock_fd = None
             raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
         self._loop = loop
+        self._queue = CommitQueue(loop, self._flush)
         self._writer = writer
         self._syncer = syncer
         self.files.start(loop)
@@ -269,9 +275,10 @@ class SqliteEngine(StorageEngine):
     async def close(self) -> None:
         if self._closed:
             return
+        if self._writer is not None:
+            self._flush()  # seals the batches still open: they commit too
         self._closed = True
         if self._writer is not None:
-            self._flush()
             assert self._syncer is not None
             await asyncio.to_thread(self._syncer.close)
             await asyncio.to_thread(self.files.close)
@@ -420,27 +427,25 @@ class SqliteEngine(StorageEngine):
 
     # -- writes ----------------------------------------------------------------
 
-    def enqueue(self, store: _SqliteObjectStore, batch: WriteBatch) -> asyncio.Future[None]:
-        future = self._queue_item(store, batch)
-        self.alarm_committed(future, batch)
-        return future
+    def enqueue(self, store: _SqliteObjectStore, batch: WriteBatch, done: CommitFuture) -> None:
+        self._queue_item(store, batch, done)
+        self.alarm_committed(done, batch)
 
     def enqueue_op(self, op: _Op) -> asyncio.Future[Any]:
         """Run ``op`` in the next group commit, in order; its future gets the result."""
-        return self._queue_item(None, op)
+        future = self.loop.create_future()
+        self._queue_item(None, op, future)
+        return future
 
     def _queue_item(
-        self, store: _SqliteObjectStore | None, work: WriteBatch | _Op
-    ) -> asyncio.Future[Any]:
-        if self._closed or self._loop is None:
+        self,
+        store: _SqliteObjectStore | None,
+        work: WriteBatch | _Op,
+        future: asyncio.Future[Any],
+    ) -> None:
+        if self._closed or self._queue is None:
             raise RuntimeClosed("storage engine is closed")
-        future = self._loop.create_future()
-        if not self._pending:
-            # Batches are sealed by callbacks of one loop turn; this runs after
-            # them, so the whole turn's batches share one commit.
-            self._loop.call_soon(self._flush)
-        self._pending.append((store, work, future))
-        return future
+        self._queue.put((store, work, future))
 
     def _syncs(self) -> int:
         return self._syncer.syncs if self._syncer is not None else 0
@@ -457,7 +462,9 @@ class SqliteEngine(StorageEngine):
         self._syncer.sync_hook = hook
 
     def _flush(self) -> None:
-        group, self._pending = self._pending, []
+        if self._queue is None:
+            return
+        group = self._queue.take()
         if not group or self._writer is None:
             return
         outcomes = self._commit_group(self._writer, group)

@@ -18,17 +18,22 @@ How a batch commits (DESIGN §4 rules 3-5):
 4. Any failure rolls the open transaction back, fails every batch not yet
    durable, and breaks the store: the runtime resets the object, and neither
    the SQL nor the KV writes of those batches remain.
+5. Batches settle in order.  Their syncs can finish out of order (a pool of
+   threads), and a batch that wrote nothing needs none, so a batch whose
+   predecessor is still unsettled waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import CommitFailed, ObjectReset
-from .engine import ListQuery, ObjectStore, WriteBatch, broken_error
+from .engine import CommitFuture, ListQuery, ObjectStore, WriteBatch, broken_error
 from .objectdb import ObjectDatabase
 
 __all__ = ["SqlHost", "SqlObjectStore"]
@@ -60,9 +65,16 @@ class SqlHost(Protocol):
         """Make the index row of the object due no later than ``due_ms``
         (``None`` when that is already durable)."""
 
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        """Call ``seal`` on the next turn of the event loop (before the engine's commit)."""
+
     def check_fault(self, store: ObjectStore, batch: WriteBatch) -> None: ...
 
-    def alarm_committed(self, future: asyncio.Future[None], batch: WriteBatch) -> None: ...
+    def alarm_committed(self, future: CommitFuture, batch: WriteBatch) -> None: ...
+
+
+#: A batch's future, and the future of the batch before it (to settle after it).
+_Pending = tuple[CommitFuture, "CommitFuture | None"]
 
 
 class SqlObjectStore(ObjectStore):
@@ -75,8 +87,10 @@ class SqlObjectStore(ObjectStore):
         self._host = host
         self._db: ObjectDatabase | None = None
         self._closed = False
-        # Futures of batches applied to the open transaction, not yet committed.
-        self._waiting: list[asyncio.Future[None]] = []
+        # Batches applied to the open transaction, not yet committed.
+        self._waiting: list[_Pending] = []
+        # The future of the last batch given to commit().
+        self._last: CommitFuture | None = None
         # Index writes the next COMMIT must wait for.
         self._blocked = 0
         # The alarm as of the open transaction, and as of the last durable commit.
@@ -127,26 +141,26 @@ class SqlObjectStore(ObjectStore):
 
     # -- commits -------------------------------------------------------------------
 
-    def commit(self, batch: WriteBatch) -> asyncio.Future[None]:
+    def seal_soon(self, seal: Callable[[], None]) -> None:
+        self._host.seal_soon(seal)
+
+    def commit(self, batch: WriteBatch, done: CommitFuture) -> None:
         host = self._host
-        future = host.loop.create_future()
+        before, self._last = self._last, done
         if self.broken is not None:
-            # Fail on the next turn, like any commit: the store's owner sees the
-            # failure (and resets the object) before the caller's output does.
-            host.loop.call_soon(_set_failed, future, broken_error(self))
-            return future
+            host.loop.call_soon(self._settle, [(done, before)], broken_error(self))
+            return
         try:
             db = self.database
             db.begin()
             host.check_fault(self, batch)
             db.apply(batch)
         except Exception as exc:
-            self._fail(exc)
-            host.loop.call_soon(_set_failed, future, self.broken)
-            return future
+            self._fail(exc, [(done, before)])
+            return
         db.unsealed = False
-        self._waiting.append(future)
-        host.alarm_committed(future, batch)
+        self._waiting.append((done, before))
+        host.alarm_committed(done, batch)
         if batch.alarm_changed:
             self._alarm_pending = batch.alarm_ms
             if batch.alarm_ms is not None:
@@ -156,7 +170,6 @@ class SqlObjectStore(ObjectStore):
                     lowered.add_done_callback(self._lowered)
         if not self._blocked:
             self._flush()
-        return future
 
     def _lowered(self, lowered: asyncio.Future[None]) -> None:
         self._blocked -= 1
@@ -196,19 +209,40 @@ class SqlObjectStore(ObjectStore):
             )
 
     def _settled(
-        self, futures: list[asyncio.Future[None]], alarm: int | None, error: BaseException | None
+        self, batches: list[_Pending], alarm: int | None, error: BaseException | None
     ) -> None:
         if error is not None:
-            self._fail(error, futures)
+            self._fail(error, batches)
             return
         if self.broken is None:
             self._alarm_durable = alarm
-        for future in futures:
-            if not future.done():
-                future.set_result(None)
+        self._settle(batches, None)
 
-    def _fail(self, cause: BaseException, more: list[asyncio.Future[None]] | None = None) -> None:
-        """Break the store: roll back, fail every batch not yet durable."""
+    def _settle(self, batches: list[_Pending], error: BaseException | None) -> None:
+        """Settle ``batches`` (in order), each once the batch before it has settled."""
+        for i, (done, before) in enumerate(batches):
+            if before is not None and not before.done():
+                before.add_done_callback(functools.partial(self._retry_settle, batches[i:], error))
+                return
+            if done.done():
+                continue
+            failure = error if error is not None else _failure_of(before)
+            if failure is None:
+                done.set_result(None)
+            else:
+                done.set_exception(failure)
+
+    def _retry_settle(
+        self, batches: list[_Pending], error: BaseException | None, _: object
+    ) -> None:
+        self._settle(batches, error)
+
+    def _fail(self, cause: BaseException, more: list[_Pending] | None = None) -> None:
+        """Break the store: roll back, fail every batch not yet durable.
+
+        The batches fail on the next turn, like any commit: never inside the
+        seal or callback that called us, since the failure resets the object.
+        """
         if self.broken is None:
             if isinstance(cause, CommitFailed):
                 self.broken = cause
@@ -218,10 +252,8 @@ class SqlObjectStore(ObjectStore):
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.rollback()
-        futures, self._waiting = [*self._waiting, *(more or ())], []
-        for future in futures:
-            if not future.done():
-                future.set_exception(self.broken)
+        batches, self._waiting = [*self._waiting, *(more or ())], []
+        self._host.loop.call_soon(self._settle, batches, self.broken)
 
     def close(self) -> None:
         if self._closed:
@@ -236,6 +268,5 @@ class SqlObjectStore(ObjectStore):
             self._host.release_database(self.namespace, self.object_id, db)
 
 
-def _set_failed(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if not future.done():
-        future.set_exception(error or CommitFailed("commit failed"))
+def _failure_of(before: CommitFuture | None) -> BaseException | None:
+    return None if before is None else before.exception()
