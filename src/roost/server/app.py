@@ -35,6 +35,7 @@ from ..http import WEBSOCKET_EXTENSION, Request
 from ..object import DurableObject
 from ..runtime import Env, Runtime, WebSocket
 from .connection import Connection
+from .routetable import RouteTable
 from .stats import stats_response
 
 __all__ = ["App", "FetchHandler"]
@@ -102,10 +103,14 @@ class App:
         self._fetch = fetch
         self._front: ASGIApp | None = asgi
         self._front_has_lifespan = asgi is not None
+        self._routes: RouteTable | None = None
         if routes is not None:
-            self._front = starlette.applications.Starlette(
+            front = starlette.applications.Starlette(
                 routes=list(routes), exception_handlers={RoostError: _roost_error_handler}
             )
+            self._front = front
+            table = RouteTable(front, front.routes, (RoostError, _roost_error_handler))
+            self._routes = table if table else None
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._config = dict(env or {})
         self._runtime_options = runtime_options
@@ -219,6 +224,8 @@ class App:
             await response(scope, receive, send)
             return
         if self._fetch is None:
+            if self._routes is not None and await self._routes(scope, receive, send):
+                return
             assert self._front is not None
             await self._front(scope, receive, send)
             return

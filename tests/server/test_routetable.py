@@ -1,0 +1,103 @@
+"""The direct path to plain async routes answers exactly as Starlette would."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from roost import App, DurableObject
+from tests.server.test_app import asgi_client
+
+
+class Box(DurableObject):
+    async def put(self, value: str) -> str:
+        self.ctx.storage.put("v", value)
+        return value
+
+
+async def store(request: Request) -> Response:
+    stub = request.state.env.BOX.get_by_name(request.path_params["name"])
+    value = await stub.put(request.query_params.get("v", ""))
+    return PlainTextResponse(f"{value} {request.url_for('store', name='other').path}")
+
+
+async def teapot(request: Request) -> Response:
+    raise HTTPException(418, "short and stout", headers={"x-tea": "yes"})
+
+
+async def empty(request: Request) -> Response:
+    raise HTTPException(204)
+
+
+async def bad_id(request: Request) -> Response:
+    request.state.env.BOX.id_from_string("not-an-id")
+    raise AssertionError("unreachable")
+
+
+async def boom(request: Request) -> Response:
+    raise ValueError("handler failed")
+
+
+def sync_endpoint(request: Request) -> Response:
+    return PlainTextResponse("sync")
+
+
+async def post_only(request: Request) -> Response:
+    return PlainTextResponse("posted")
+
+
+async def mounted(request: Request) -> Response:
+    return PlainTextResponse("mounted")
+
+
+ROUTES = [
+    Route("/box/{name}", store, name="store"),
+    Route("/teapot", teapot),
+    Route("/empty", empty),
+    Route("/bad-id", bad_id),
+    Route("/boom", boom),
+    Route("/post", post_only, methods=["POST"]),
+    Route("/sync", sync_endpoint),  # not plain: it and what follows go through Starlette
+    Mount("/m", routes=[Route("/x", mounted)]),
+]
+
+
+def make_app() -> App:
+    return App({"BOX": Box}, routes=ROUTES)
+
+
+async def test_plain_routes_never_build_starlettes_stack() -> None:
+    app = make_app()
+    async with asgi_client(app) as client:
+        response = await client.get("/box/a?v=hello")
+        assert (response.status_code, response.text) == (200, "hello /box/other")
+        assert (await client.post("/post")).text == "posted"
+        front = app._front
+        assert front is not None and front.middleware_stack is None  # type: ignore[attr-defined]
+        assert (await client.get("/sync")).text == "sync"  # not plain: Starlette serves it
+        assert front.middleware_stack is not None  # type: ignore[attr-defined]
+
+
+async def test_errors_answer_as_starlette_does() -> None:
+    async with asgi_client(make_app()) as client:
+        response = await client.get("/teapot")
+        assert (response.status_code, response.text) == (418, "short and stout")
+        assert response.headers["x-tea"] == "yes"
+        assert (await client.get("/empty")).status_code == 204
+        response = await client.get("/bad-id")
+        assert response.status_code == 400 and "Bad Request" in response.text
+    transport_app = make_app()
+    async with asgi_client(transport_app) as client:
+        # The server sees the error after the 500 (httpx's transport re-raises it).
+        with pytest.raises(ValueError, match="handler failed"):
+            await client.get("/boom")
+
+
+async def test_what_the_table_does_not_serve_goes_to_starlette() -> None:
+    async with asgi_client(make_app()) as client:
+        assert (await client.get("/post")).status_code == 405
+        assert (await client.get("/m/x")).text == "mounted"
+        assert (await client.get("/nowhere")).status_code == 404
