@@ -51,7 +51,9 @@ _BEGIN: Final = internal("BEGIN")
 _COMMIT: Final = internal("COMMIT")
 _ROLLBACK: Final = internal("ROLLBACK")
 _KV_GET: Final = internal("SELECT value FROM _roost_kv WHERE key = ?")
-_KV_PUT: Final = internal("INSERT OR REPLACE INTO _roost_kv VALUES (?, ?)")
+_KV_PUT: Final = internal(
+    "INSERT INTO _roost_kv VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 _KV_DELETE: Final = internal("DELETE FROM _roost_kv WHERE key = ?")
 _KV_CLEAR: Final = internal("DELETE FROM _roost_kv")
 _ALARM_GET: Final = internal("SELECT alarm_ms FROM _roost_alarm WHERE id = 0")
