@@ -192,13 +192,8 @@ class Activation:
                 current_activation.reset(token)
         finally:
             self.events -= 1
-        await self._release()
-        if failure is not None:
-            raise ObjectRaised(failure, self.namespace) from None
-        return result  # type: ignore[no-any-return]  # T when finish is None
-
-    async def _release(self) -> None:
-        """The output gate: wait until every write made so far is durable."""
+        # The output gate: the result leaves once every write made so far is
+        # durable (inline, not a helper coroutine: this runs on every event).
         barrier = self.storage.output_barrier()
         if barrier is not None:
             self.pending_outputs += 1
@@ -211,6 +206,9 @@ class Activation:
             if isinstance(self.broken, ObjectReset):
                 raise self.broken
             raise ObjectReset(f"object was reset before its output was released: {self.broken}")
+        if failure is not None:
+            raise ObjectRaised(failure, self.namespace) from None
+        return result  # type: ignore[no-any-return]  # T when finish is None
 
     # -- ctx services --------------------------------------------------------------
 

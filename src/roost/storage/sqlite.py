@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS alarms (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due_ms);
 """
+#: Small pages: a group commit of writes spread over many objects dirties about
+#: one page per write, and SQLite writes (and the fsync flushes) each dirty page
+#: whole; 1 KiB pages made 10,000-object RPC increments 10 % faster than 4 KiB
+#: (docs/storage.md).
+_PAGE_SIZE: Final = 1024
 #: The WAL file is cut back to this size after a checkpoint lets it restart.
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
@@ -304,6 +309,8 @@ class SqliteEngine(StorageEngine):
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+        # Only a new database takes it (before WAL mode writes the header).
+        conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
