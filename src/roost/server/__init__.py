@@ -6,12 +6,14 @@ WebSocket upgrades reach objects through the front code and stubs.
 
 from .app import App, FetchHandler
 from .connection import Connection
+from .http1 import HttpProtocol
 from .serving import Server, bind, find_app, make_config, running
 
 __all__ = [
     "App",
     "Connection",
     "FetchHandler",
+    "HttpProtocol",
     "Server",
     "bind",
     "find_app",
