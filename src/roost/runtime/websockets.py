@@ -286,7 +286,7 @@ class WebSocket:
         act = current_activation.get() or self._activation
         gate: _Gate = None
         if act is not None:
-            gate = act.broken if act.broken is not None else act.storage.output_barrier()
+            gate = act.broken if act.broken is not None else act.storage._output_barrier()
         outbox = self._outbox
         if gate is None and not outbox:
             self._emit(kind, arg)  # nothing to wait for, nothing ahead of it
