@@ -27,7 +27,7 @@ from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
-from .websockets import SocketRegistry
+from .socketregistry import SocketRegistry
 
 __all__ = ["Runtime", "RuntimeStatistics"]
 

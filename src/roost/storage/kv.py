@@ -357,7 +357,7 @@ class Storage(_KvApi):
     the object's API:
 
     - ``_output_barrier()``: what a result must wait for (the output gate, in
-      ``runtime/activation.py``, ``stubs.py``, ``websockets.py``, ``runtime.py``);
+      ``runtime/activation.py``, ``stubs.py``, ``websocket.py``, ``runtime.py``);
     - ``_has_pending_writes``: whether eviction would lose a write (``Activation.idle``);
     - ``_close(reason)``: refuse every later operation (reset and eviction);
     - ``_alarm_due()``, ``_alarm_started()``, ``_alarm_finished(succeeded=)`` and
