@@ -22,7 +22,7 @@ import starlette.responses
 from starlette.types import Message, Receive
 
 if TYPE_CHECKING:
-    from .runtime.websockets import WebSocket
+    from .runtime.websocket import WebSocket
 
 #: The ASGI scope extension under which a request carries its WebSocket handle.
 WEBSOCKET_EXTENSION = "roost.websocket"

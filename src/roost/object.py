@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from .ids import ObjectId
     from .runtime.activation import Activation
     from .runtime.namespace import Env
-    from .runtime.websockets import WebSocket
+    from .runtime.websocket import WebSocket
     from .storage.kv import Storage
 
 __all__ = ["DurableObject", "ObjectState"]
@@ -67,16 +67,16 @@ class ObjectState:
         the next message re-creates it.  ``tags`` (at most 10 str) select sockets
         in :meth:`get_websockets`.
         """
-        from .runtime import websockets
+        from .runtime import socketregistry
 
-        websockets.accept_hibernatable(self._activation, ws, tags)
+        socketregistry.accept_hibernatable(self._activation, ws, tags)
 
     def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
         """This object's open hibernatable sockets (those with ``tag``, if given),
         in the order they were accepted; also after the object was re-created."""
-        from .runtime import websockets
+        from .runtime import socketregistry
 
-        return websockets.get_websockets(self._activation, tag)
+        return socketregistry.get_websockets(self._activation, tag)
 
     def get_tags(self, ws: WebSocket) -> list[str]:
         """The tags ``ws`` was accepted with."""
@@ -90,18 +90,18 @@ class ObjectState:
 
         The pair stays set while the process runs, across hibernation.
         """
-        from .runtime import websockets
+        from .runtime import socketregistry
 
         if (request is None) != (response is None):
             raise TypeError("give both request and response, or neither")
         pair = None if request is None or response is None else (request, response)
-        websockets.set_auto_response(self._activation, pair)
+        socketregistry.set_auto_response(self._activation, pair)
 
     def get_websocket_auto_response(self) -> tuple[str | bytes, str | bytes] | None:
         """The ``(request, response)`` pair set by :meth:`set_websocket_auto_response`."""
-        from .runtime import websockets
+        from .runtime import socketregistry
 
-        return websockets.get_auto_response(self._activation)
+        return socketregistry.get_auto_response(self._activation)
 
     def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> float | None:
         """When ``ws`` was last answered by the auto-response (epoch seconds), or None."""

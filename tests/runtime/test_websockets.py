@@ -17,8 +17,7 @@ from roost import (
     WebSocket,
     WebSocketClosed,
 )
-from roost.runtime import ManualClock
-from roost.runtime.websockets import SocketTransport, deliver_close, deliver_message
+from roost.runtime import ManualClock, SocketTransport, deliver_close, deliver_message
 from roost.storage import MemoryEngine
 
 

@@ -41,6 +41,19 @@ class Box(roost.DurableObject):
         await self.ctx.storage.transaction(body)
         return await self.ctx.storage.list()
 
+    async def public_names(self) -> dict[str, list[str]]:
+        names: dict[str, list[str]] = {"storage": _public(self.ctx.storage)}
+
+        async def body(txn: roost.Transaction) -> None:
+            names["transaction"] = _public(txn)
+
+        await self.ctx.storage.transaction(body)
+        return names
+
+
+def _public(obj: object) -> list[str]:
+    return sorted(n for n in dir(obj) if not n.startswith("_"))
+
 
 @pytest.fixture
 async def rt(data_dir: str) -> Any:
@@ -187,3 +200,18 @@ async def test_a_data_directory_serves_one_process_at_a_time(data_dir: str) -> N
     # Once the first has closed, the directory is free again.
     async with roost.Runtime({"U": Unawaited}, data_dir=data_dir) as rt:
         assert await rt.env.U.get_by_name("u").read() == {"a": 1, "b": 2}
+
+
+# The documented KV API (docs/guide.md, docs/alarms.md, docs/storage.md).  The
+# runtime's members (the output barrier, close, the alarm bookkeeping) are
+# private: an object that called them would break itself.
+KV_API = {
+    "get", "put", "delete", "delete_all", "list", "transaction",
+    "get_alarm", "set_alarm", "delete_alarm",
+}  # fmt: skip
+
+
+async def test_ctx_storage_shows_objects_only_the_documented_api(rt: roost.Runtime) -> None:
+    names = await rt.env.BOX.get_by_name("x").public_names()
+    assert set(names["storage"]) == KV_API | {"sync", "sql"}
+    assert set(names["transaction"]) == KV_API | {"rollback"}

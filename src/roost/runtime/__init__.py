@@ -11,15 +11,10 @@ from .clock import Clock, ManualClock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
 from .runtime import Runtime, RuntimeStatistics
+from .socketdelivery import deliver_close, deliver_message
+from .socketregistry import SocketRegistry, SocketStatistics
 from .stubs import Stub
-from .websockets import (
-    SocketRegistry,
-    SocketStatistics,
-    SocketTransport,
-    WebSocket,
-    deliver_close,
-    deliver_message,
-)
+from .websocket import SocketTransport, WebSocket
 
 __all__ = [
     "AlarmInfo",

@@ -127,7 +127,7 @@ class Activation:
             and not self.background
             and not self.held_sockets
             and self.gate.is_open
-            and not self.storage.has_pending_writes
+            and not self.storage._has_pending_writes
         )
 
     def reset(self, reason: BaseException) -> None:
@@ -135,7 +135,7 @@ class Activation:
         if self.broken is not None:
             return
         self.broken = reason
-        self.storage.close(reason)
+        self.storage._close(reason)
         self.instance = None
         self.runtime.forget(self)
         self.gate.wake_all()
@@ -194,7 +194,7 @@ class Activation:
             self.events -= 1
         # The output gate: the result leaves once every write made so far is
         # durable (inline, not a helper coroutine: this runs on every event).
-        barrier = self.storage.output_barrier()
+        barrier = self.storage._output_barrier()
         if barrier is not None:
             self.pending_outputs += 1
             try:

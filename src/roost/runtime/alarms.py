@@ -335,7 +335,7 @@ class AlarmScheduler:
 
         async def drop(instance: DurableObject) -> Storage:
             storage = instance.ctx.storage
-            if storage.alarm_due() == seen:
+            if storage._alarm_due() == seen:
                 await storage.delete_alarm()
             return storage
 
@@ -349,7 +349,7 @@ class AlarmScheduler:
         # object's current view and its last durable alarm: if a pending write
         # fails, the durable one is what remains.
         try:
-            current, durable = storage.alarm_due(), storage.durable_alarm()
+            current, durable = storage._alarm_due(), storage._durable_alarm()
         except RoostError:
             return  # the object was reset: leave the row, it is early enough
         values = [v for v in (current, durable) if v is not None]
@@ -384,7 +384,7 @@ class _Delivery:
     async def __call__(self, instance: DurableObject) -> None:
         storage = instance.ctx.storage
         self.storage = storage
-        due = self.due = storage.alarm_due()
+        due = self.due = storage._alarm_due()
         if due is None or (due > self.now and not self.force):
             return
         handler = getattr(instance, "alarm", None)
@@ -392,13 +392,13 @@ class _Delivery:
             log.error("%s has an alarm but no alarm() method; deleting it", type(instance))
             await storage.delete_alarm()
             return
-        storage.alarm_started()
+        storage._alarm_started()
         try:
             await _call_alarm(handler, AlarmInfo(self.entry.retry_count))
         except BaseException:
-            storage.alarm_finished(succeeded=False)
+            storage._alarm_finished(succeeded=False)
             raise
-        storage.alarm_finished(succeeded=True)
+        storage._alarm_finished(succeeded=True)
         self.ran = True
 
 

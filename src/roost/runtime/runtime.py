@@ -27,7 +27,7 @@ from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
-from .websockets import SocketRegistry
+from .socketregistry import SocketRegistry
 
 __all__ = ["Runtime", "RuntimeStatistics"]
 
@@ -188,7 +188,7 @@ class Runtime:
                     break
                 await asyncio.sleep(0.01)
             for act in list(self._live.values()):
-                barrier = act.storage.output_barrier()
+                barrier = act.storage._output_barrier()
                 if barrier is not None:
                     try:
                         await barrier
@@ -249,7 +249,7 @@ class Runtime:
             self._live.pop(key, None)
             # Writes the constructor made before it raised are dropped, and the
             # object's files are released for the next attempt.
-            act.storage.close(exc)
+            act.storage._close(exc)
             raise ObjectRaised(exc, namespace) from None
         if len(self._live) > self.max_live_objects:
             self._evict_over_cap()
@@ -263,7 +263,7 @@ class Runtime:
 
     def _evict(self, act: Activation) -> None:
         del self._live[act.key]
-        act.storage.close(ObjectReset("object was evicted"))
+        act.storage._close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1
 

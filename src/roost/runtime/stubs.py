@@ -108,4 +108,4 @@ def _output_barrier() -> Awaitable[None] | None:
     # A call made from inside an object is an output too: it leaves only once
     # the caller's earlier writes are durable (DESIGN §4 rule 4).
     caller = current_activation.get()
-    return None if caller is None else caller.storage.output_barrier()
+    return None if caller is None else caller.storage._output_barrier()

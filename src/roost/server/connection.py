@@ -1,7 +1,7 @@
 """One ASGI WebSocket connection, as the transport under a kernel ``WebSocket``.
 
 The kernel hands frames to :class:`Connection` through the non-blocking
-methods of :class:`~roost.runtime.websockets.SocketTransport`.  The handshake
+methods of :class:`~roost.runtime.SocketTransport`.  The handshake
 answer and close frames go to the ASGI server through a writer task, in order.
 Data frames, once the socket is accepted and nothing is queued before them,
 take the server's direct frame writer when it offers one (Roost's uvicorn
@@ -9,7 +9,7 @@ protocol does, see ``protocol.py``): all the frames one release of the output
 gate frees for a socket leave in one ``write``, with no task, await or ASGI
 message per frame.  The connection's own task (the ASGI
 app call) reads frames and feeds them to the object with
-:func:`~roost.runtime.websockets.deliver_message`, one at a time: a socket's
+:func:`~roost.runtime.deliver_message`, one at a time: a socket's
 messages are delivered in order, and while one is being handled the next stays
 with the server, so a fast client feels back-pressure instead of filling memory.
 """

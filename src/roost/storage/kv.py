@@ -8,7 +8,7 @@ The batch is sealed on the next turn of the event loop (that is, at the first
 await on anything outside storage), by the engine, right before the group
 commit it joins; the engine settles the batch's :class:`CommitFuture` while the
 object goes on working.  The runtime's output gate waits on
-:meth:`Storage.output_barrier` before it releases a result.
+:meth:`Storage._output_barrier` before it releases a result.
 
 The alarm is written the same way (it joins the batch), and for SQL objects so
 are the statements run through :attr:`Storage.sql` (they run at once in the
@@ -102,7 +102,7 @@ _DONE: Final[Done[None]] = Done(None)
 
 
 def _ignore_failure(error: BaseException) -> None:
-    """The failure callback of a closed storage (see :meth:`Storage.close`)."""
+    """The failure callback of a closed storage (see :meth:`Storage._close`)."""
 
 
 class _KvApi(ABC):
@@ -345,7 +345,24 @@ class Transaction(_KvApi):
 
 
 class Storage(_KvApi):
-    """One object's private, strongly consistent, durable storage (``ctx.storage``)."""
+    """One object's private, strongly consistent, durable storage (``ctx.storage``).
+
+    Its public names are exactly the documented KV API: ``get``, ``put``,
+    ``delete``, ``delete_all``, ``list``, ``transaction``, ``get_alarm``,
+    ``set_alarm``, ``delete_alarm``, ``sync`` and ``sql``.
+
+    The runtime drives the commit pipeline and the alarm through members with a
+    leading underscore, because an object calling them would break itself (close
+    its own storage, or lose its alarm's bookkeeping), and they are no part of
+    the object's API:
+
+    - ``_output_barrier()``: what a result must wait for (the output gate, in
+      ``runtime/activation.py``, ``stubs.py``, ``websocket.py``, ``runtime.py``);
+    - ``_has_pending_writes``: whether eviction would lose a write (``Activation.idle``);
+    - ``_close(reason)``: refuse every later operation (reset and eviction);
+    - ``_alarm_due()``, ``_alarm_started()``, ``_alarm_finished(succeeded=)`` and
+      ``_durable_alarm()``: the alarm scheduler's view (``runtime/alarms.py``).
+    """
 
     __slots__ = (
         "_store",
@@ -428,7 +445,8 @@ class Storage(_KvApi):
 
     # -- the alarm ------------------------------------------------------------------
 
-    def _alarm_truth(self) -> int | None:
+    def _alarm_due(self) -> int | None:
+        """The alarm as the object sees it, even while ``alarm()`` runs (for the scheduler)."""
         self._check_open()
         if not self._alarm_known:
             self._alarm = self._store.read_alarm()
@@ -436,7 +454,7 @@ class Storage(_KvApi):
         return self._alarm
 
     def _alarm_value(self) -> int | None:
-        value = self._alarm_truth()
+        value = self._alarm_due()
         if self._alarm_running and not self._alarm_touched:
             return None
         return value
@@ -449,16 +467,12 @@ class Storage(_KvApi):
             self._alarm_touched = True
         self._open_batch().set_alarm(alarm_ms)
 
-    def alarm_due(self) -> int | None:
-        """The alarm as the object sees it, even while ``alarm()`` runs (for the scheduler)."""
-        return self._alarm_truth()
-
-    def alarm_started(self) -> None:
+    def _alarm_started(self) -> None:
         """``alarm()`` starts: ``get_alarm`` answers ``None`` until it sets a new one."""
         self._alarm_running = True
         self._alarm_touched = False
 
-    def alarm_finished(self, *, succeeded: bool) -> None:
+    def _alarm_finished(self, *, succeeded: bool) -> None:
         """``alarm()`` returned (or raised): on success, the alarm is spent unless
         the handler set a new one; on failure it stays, for a retry."""
         touched = self._alarm_touched
@@ -467,7 +481,7 @@ class Storage(_KvApi):
         if succeeded and not touched and self._broken is None:
             self._alarm_write(None)
 
-    def durable_alarm(self) -> int | None:
+    def _durable_alarm(self) -> int | None:
         """The alarm as of the last batch known to be durable."""
         return self._store.durable_alarm()
 
@@ -554,7 +568,7 @@ class Storage(_KvApi):
             return
         try:
             # The store settles `done` in order with the object's earlier
-            # batches, so it covers them too (see output_barrier).
+            # batches, so it covers them too (see _output_barrier).
             self._store.commit(batch, done)
         except Exception as exc:
             done.set_exception(exc)
@@ -564,7 +578,7 @@ class Storage(_KvApi):
             self._broken = error
             self._on_failure(error)
 
-    def output_barrier(self) -> asyncio.Future[None] | None:
+    def _output_barrier(self) -> asyncio.Future[None] | None:
         """What a result must wait for: the commit of the latest batch (None: nothing).
 
         Batches of one object commit in order, so the latest covers all earlier
@@ -576,11 +590,11 @@ class Storage(_KvApi):
         return tail
 
     @property
-    def has_pending_writes(self) -> bool:
+    def _has_pending_writes(self) -> bool:
         """True while some write of this object is not yet durable."""
         return self._tail is not None and not self._tail.done()
 
-    def close(self, reason: BaseException) -> None:
+    def _close(self, reason: BaseException) -> None:
         """Refuse every later operation (the object was reset or evicted)."""
         if self._broken is None:
             self._broken = reason
@@ -597,7 +611,7 @@ class Storage(_KvApi):
 
         A storage operation: no other event of this object starts meanwhile.
         """
-        barrier = self.output_barrier()
+        barrier = self._output_barrier()
         if barrier is None:
             return
         if self._gate is None:

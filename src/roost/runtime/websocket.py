@@ -1,4 +1,4 @@
-"""WebSockets in the kernel: the handle objects use, the hibernation registry, delivery.
+"""The WebSocket handle an object uses, and the transport under it.
 
 A WebSocket connection is opened by the server (an ASGI ``websocket`` scope)
 and handed to an object through its ``fetch``: the request the object receives
@@ -17,7 +17,9 @@ The kernel does no I/O on a connection.  It talks to it through a
 :class:`SocketTransport`, which the server implements over ASGI; a remote
 router would implement it by forwarding frames to the process that holds the
 connection.  The connection's owner feeds what it receives back in with
-:func:`deliver_message` and :func:`deliver_close`.
+:func:`~roost.runtime.socketdelivery.deliver_message` and
+:func:`~roost.runtime.socketdelivery.deliver_close`.  The sockets of each
+object are kept by the runtime's :class:`~roost.runtime.socketregistry.SocketRegistry`.
 
 Everything an object sends passes the output gate (DESIGN §4 rule 4): a frame
 is handed to the transport only once every write made before ``send`` is
@@ -31,58 +33,34 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from .. import codec
-from ..errors import (
-    InvalidState,
-    ObjectOverloaded,
-    ObjectReset,
-    RoostError,
-    RuntimeClosed,
-    StorageLimitExceeded,
-    WebSocketClosed,
-    WebSocketError,
-)
-from .activation import Activation, ObjectRaised, current_activation
+from ..errors import InvalidState, ObjectReset, StorageLimitExceeded, WebSocketClosed
+from .activation import Activation, current_activation
 
 if TYPE_CHECKING:
     from ..ids import ObjectId
-    from ..object import DurableObject
     from .runtime import Runtime
 
-__all__ = [
-    "SocketRegistry",
-    "SocketStatistics",
-    "SocketTransport",
-    "WebSocket",
-    "deliver_close",
-    "deliver_message",
-]
+__all__ = ["SocketTransport", "WebSocket"]
 
 log = logging.getLogger("roost.websockets")
 
 Message = str | bytes
-_Key = tuple[str, str]
+#: An object's key in the runtime: ``(namespace, object ID hex)``.
+ObjectKey = tuple[str, str]
 _Mode = Literal["pending", "held", "hibernatable"]
 #: What a held frame waits for: nothing, a commit, or the error that broke the object.
 _Gate: TypeAlias = "asyncio.Future[None] | BaseException | None"
 
 #: Serialized attachments are capped like Cloudflare's (16 KiB).
 MAX_ATTACHMENT_BYTES: Final = 16 * 1024
-MAX_TAGS: Final = 10
-MAX_TAG_LENGTH: Final = 256
-#: Received messages a held socket buffers before the peer is made to wait.
-_INBOX_LIMIT: Final = 64
 _MESSAGE_TYPES: Final = (str, bytes)
-#: Close codes that mean the connection failed rather than closed (RFC 6455 §7.4.1).
-_ERROR_CODES: Final = frozenset({1002, 1003, 1007, 1009, 1011})
 #: Codes an endpoint may put in a close frame, below the application range.
 _SENDABLE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
-#: Codes the server reports when no close frame was received.
-_UNCLEAN_CODES: Final = frozenset({1005, 1006})
 
 
 class SocketTransport(ABC):
@@ -115,23 +93,16 @@ class SocketTransport(ABC):
 
 
 @dataclass(frozen=True, slots=True)
-class _Owner:
+class SocketOwner:
+    """The object that accepted a socket."""
+
     runtime: Runtime
     namespace: str
     object_id: ObjectId
 
     @property
-    def key(self) -> _Key:
+    def key(self) -> ObjectKey:
         return (self.namespace, self.object_id.hex)
-
-
-@dataclass(frozen=True, slots=True)
-class SocketStatistics:
-    """How many sockets are open, and how many objects have some."""
-
-    objects: int
-    held: int
-    hibernatable: int
 
 
 class WebSocket:
@@ -166,7 +137,7 @@ class WebSocket:
     def __init__(self, transport: SocketTransport) -> None:
         self._transport = transport
         self._mode: _Mode = "pending"
-        self._owner: _Owner | None = None
+        self._owner: SocketOwner | None = None
         self._activation: Activation | None = None  # held style only
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
@@ -231,7 +202,7 @@ class WebSocket:
         self._check_pending()
         self._mode = "held"
         self._activation = act
-        self._owner = _Owner(act.runtime, act.namespace, act.object_id)
+        self._owner = SocketOwner(act.runtime, act.namespace, act.object_id)
         self._inbox = deque()
         act.held_sockets += 1
         act.runtime.websockets.add(act.key, self)
@@ -286,7 +257,7 @@ class WebSocket:
         act = current_activation.get() or self._activation
         gate: _Gate = None
         if act is not None:
-            gate = act.broken if act.broken is not None else act.storage.output_barrier()
+            gate = act.broken if act.broken is not None else act.storage._output_barrier()
         outbox = self._outbox
         if gate is None and not outbox:
             self._emit(kind, arg)  # nothing to wait for, nothing ahead of it
@@ -386,7 +357,7 @@ class WebSocket:
             self._inbox_reader = asyncio.get_running_loop().create_future()
             await self._inbox_reader
         message = inbox.popleft()
-        _wake(self._inbox_space)
+        wake(self._inbox_space)
         act = self._activation
         # A message is an event: it waits while the object's input gate is closed.
         if act is not None and not act.gate.is_open:
@@ -435,11 +406,12 @@ class WebSocket:
         if act is not None:
             act.held_sockets -= 1
             act.last_used = act.runtime.clock.monotonic()
-        _wake(self._inbox_reader)
-        _wake(self._inbox_space)
+        wake(self._inbox_reader)
+        wake(self._inbox_space)
 
 
-def _wake(future: asyncio.Future[None] | None) -> None:
+def wake(future: asyncio.Future[None] | None) -> None:
+    """Resolve ``future`` if something waits on it."""
     if future is not None and not future.done():
         future.set_result(None)
 
@@ -449,205 +421,3 @@ def _require_activation(what: str) -> Activation:
     if act is None:
         raise InvalidState(f"{what} must be called by a durable object's code (inside fetch)")
     return act
-
-
-# -- the registry (no I/O) ------------------------------------------------------------
-
-
-class SocketRegistry:
-    """The open sockets of each object and its auto-response, kept by the runtime
-    so they outlive the object's instance (hibernation)."""
-
-    def __init__(self) -> None:
-        self._sockets: dict[_Key, dict[WebSocket, None]] = {}
-        self._auto: dict[_Key, tuple[Message, Message]] = {}
-        #: Sockets with frames held until a commit is done, per commit.
-        self._held: dict[asyncio.Future[None], list[WebSocket]] = {}
-
-    def flush_after(self, commit: asyncio.Future[None], ws: WebSocket) -> None:
-        """Flush ``ws`` once ``commit`` is done (with every other socket waiting on it)."""
-        waiting = self._held.get(commit)
-        if waiting is None:
-            self._held[commit] = [ws]
-            commit.add_done_callback(self._release)
-        else:
-            waiting.append(ws)
-
-    def _release(self, commit: asyncio.Future[None]) -> None:
-        for ws in self._held.pop(commit, ()):
-            ws._flush()
-
-    def add(self, key: _Key, ws: WebSocket) -> None:
-        self._sockets.setdefault(key, {})[ws] = None
-
-    def discard(self, key: _Key, ws: WebSocket) -> None:
-        sockets = self._sockets.get(key)
-        if sockets is not None:
-            sockets.pop(ws, None)
-            if not sockets:
-                del self._sockets[key]
-
-    def of(self, key: _Key) -> list[WebSocket]:
-        """Open sockets of one object, in the order they were accepted."""
-        return list(self._sockets.get(key, ()))
-
-    def all(self) -> list[WebSocket]:
-        return [ws for sockets in self._sockets.values() for ws in sockets]
-
-    def set_auto_response(self, key: _Key, pair: tuple[Message, Message] | None) -> None:
-        if pair is None:
-            self._auto.pop(key, None)
-        else:
-            self._auto[key] = pair
-
-    def auto_response(self, key: _Key) -> tuple[Message, Message] | None:
-        return self._auto.get(key)
-
-    def object_reset(self, key: _Key) -> None:
-        """The object's instance was dropped: its held sockets die with it."""
-        for ws in self.of(key):
-            if ws._mode == "held":
-                ws.close(1011, "object reset")
-
-    def statistics(self) -> SocketStatistics:
-        """Counts for metrics and tests."""
-        held = sum(1 for ws in self.all() if ws._mode == "held")
-        return SocketStatistics(
-            objects=len(self._sockets), held=held, hibernatable=len(self.all()) - held
-        )
-
-
-# -- ctx services (called through ObjectState) ------------------------------------------
-
-
-def accept_hibernatable(act: Activation, ws: WebSocket, tags: Iterable[str]) -> None:
-    """``ctx.accept_websocket``: accept ``ws`` for the hibernation API."""
-    if not isinstance(ws, WebSocket):
-        raise TypeError(
-            f"accept_websocket() takes the request's WebSocket, not {type(ws).__name__}"
-        )
-    if isinstance(tags, str):
-        raise TypeError("tags is an iterable of str, not a str")
-    tag_list = list(tags)
-    if len(tag_list) > MAX_TAGS:
-        raise ValueError(f"a WebSocket takes at most {MAX_TAGS} tags")
-    for tag in tag_list:
-        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH:
-            raise ValueError(f"tags are non-empty str of at most {MAX_TAG_LENGTH} characters")
-    ws._check_pending()
-    ws._mode = "hibernatable"
-    ws._tags = tuple(tag_list)
-    ws._owner = _Owner(act.runtime, act.namespace, act.object_id)
-    act.runtime.websockets.add(act.key, ws)
-    ws._output("accept", None)
-
-
-def get_websockets(act: Activation, tag: str | None) -> list[WebSocket]:
-    """``ctx.get_websockets``: the object's open hibernatable sockets."""
-    return [
-        ws
-        for ws in act.runtime.websockets.of(act.key)
-        if ws._mode == "hibernatable" and (tag is None or tag in ws._tags)
-    ]
-
-
-def set_auto_response(act: Activation, pair: tuple[Message, Message] | None) -> None:
-    """``ctx.set_websocket_auto_response``."""
-    if pair is not None:
-        for part in pair:
-            if not isinstance(part, (str, bytes)):
-                raise TypeError("auto-response request and response are str or bytes")
-    act.runtime.websockets.set_auto_response(act.key, pair)
-
-
-def get_auto_response(act: Activation) -> tuple[Message, Message] | None:
-    """``ctx.get_websocket_auto_response``."""
-    return act.runtime.websockets.auto_response(act.key)
-
-
-# -- delivery (called by whoever owns the connection) -------------------------------------
-
-
-async def deliver_message(ws: WebSocket, message: Message) -> None:
-    """Hand one received message to the socket's object.
-
-    Held sockets queue it for ``receive()`` (waiting while the queue is full,
-    so the peer feels back-pressure); hibernatable sockets get an auto-response
-    or a ``websocket_message`` event.  Returns once the event is done.
-    """
-    if ws._closed:
-        return  # we closed it; the peer had not seen our close frame yet
-    if ws._mode == "held":
-        assert ws._inbox is not None
-        while len(ws._inbox) >= _INBOX_LIMIT and not ws._closed:
-            ws._inbox_space = asyncio.get_running_loop().create_future()
-            await ws._inbox_space
-        ws._inbox.append(message)
-        _wake(ws._inbox_reader)
-        return
-    owner = ws._owner
-    if owner is None:
-        raise RuntimeError("a message arrived for a WebSocket that no object accepted")
-    pair = owner.runtime.websockets.auto_response(owner.key)
-    if pair is not None and message == pair[0]:
-        ws._auto_response_time = owner.runtime.clock.time()
-        ws._output("send", pair[1])
-        return
-    await _dispatch(ws, owner, "websocket_message", (ws, message))
-
-
-async def deliver_close(ws: WebSocket, code: int, reason: str = "") -> None:
-    """The connection ended: the peer closed it, it broke, or the server refused a
-    frame (1002 protocol error, 1007 invalid UTF-8, 1009 too big).
-
-    A hibernatable socket's object gets ``websocket_error(ws, error)`` for the
-    failures when it defines that handler, else ``websocket_close(ws, code,
-    reason, was_clean)``.  Held sockets end their ``receive()`` loop.
-    """
-    if ws._closed:
-        ws._mark_closed(code, reason)
-        return
-    ws._mark_closed(code, reason)
-    owner = ws._owner
-    if ws._mode != "hibernatable" or owner is None:
-        return
-    cls = owner.runtime.classes[owner.namespace]
-    if code in _ERROR_CODES and callable(getattr(cls, "websocket_error", None)):
-        error = WebSocketError(
-            f"WebSocket failed with close code {code}" + (f": {reason}" if reason else ""),
-            code=code,
-            reason=reason,
-        )
-        await _dispatch(ws, owner, "websocket_error", (ws, error))
-    else:
-        was_clean = code not in _UNCLEAN_CODES and code not in _ERROR_CODES
-        await _dispatch(ws, owner, "websocket_close", (ws, code, reason, was_clean))
-
-
-async def _dispatch(ws: WebSocket, owner: _Owner, name: str, args: tuple[Any, ...]) -> None:
-    cls = owner.runtime.classes[owner.namespace]
-    if not callable(getattr(cls, name, None)):
-        if name == "websocket_message":
-            log.warning("%s has no websocket_message(); message dropped", cls.__name__)
-        return
-
-    async def handler(instance: DurableObject) -> None:
-        await getattr(instance, name)(*args)
-
-    try:
-        await owner.runtime.dispatch(owner.namespace, owner.object_id, handler)
-    except ObjectRaised as raised:
-        log.error(
-            "%s() of %s %s raised",
-            name,
-            owner.namespace,
-            owner.object_id.hex[:12],
-            exc_info=raised.error,
-        )
-    except ObjectOverloaded:
-        ws.close(1013, "object overloaded; try again later")
-    except RuntimeClosed:
-        ws.close(1001, "server shutting down")
-    except RoostError as exc:  # the object was reset (a commit failed, ctx.abort())
-        log.warning("%s() of %s lost to a reset: %s", name, owner.namespace, exc)
-        ws.close(1011, "object reset")
