@@ -238,18 +238,23 @@ async def test_dev_runs_the_chat_package(
     assert proc.wait(30) == 0
 
 
-@pytest.mark.parametrize("impl", ["roost", "httptools", "h11"])
-async def test_serve_runs_each_http_implementation(
-    processes: list[subprocess.Popen[bytes]], tmp_path: Path, impl: str
+@pytest.mark.parametrize(
+    ("impl", "durability"), [("roost", "full"), ("httptools", "process"), ("h11", "full")]
+)
+async def test_serve_runs_each_http_implementation_and_durability(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path, impl: str, durability: str
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     counter = str(ROOT / "examples" / "counter.py")
     proc = start(processes, "serve", counter, "--port", str(port), "--data", str(tmp_path),
-                 "--http", impl)  # fmt: skip
+                 "--http", impl, "--durability", durability, "--stats-path", "/_s")  # fmt: skip
     await wait_ready(url, proc, "/counter/a")
     async with httpx.AsyncClient(base_url=url) as http:
         assert [(await http.get("/counter/a/increment")).text for _ in range(3)] == ["1", "2", "3"]
         assert (await http.get("/counter/a")).text == "3"
+        storage = (await http.get("/_s")).json()["storage"]
+        assert storage["durability"] == durability
+        assert (storage["syncs"] > 0) == (durability == "full")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

@@ -151,3 +151,17 @@ async def test_data_dir_is_fixed_once_the_runtime_exists(tmp_path: Any) -> None:
     assert app.runtime.data_dir == tmp_path
     with pytest.raises(RuntimeError):
         app.data_dir = tmp_path / "other"
+
+
+def test_durability_is_set_before_the_runtime_exists(tmp_path: Any) -> None:
+    app = App({"MIRROR": Mirror}, fetch=mirror_front, data_dir=tmp_path)
+    assert app.durability == "full"
+    app.durability = "process"
+    with pytest.raises(ValueError, match="durability"):
+        app.durability = "sometimes"
+    assert app.runtime.engine.durability == "process"  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="runtime exists"):
+        app.durability = "full"
+    assert App({"MIRROR": Mirror}, fetch=mirror_front, durability="process").durability == (
+        "process"
+    )

@@ -39,4 +39,5 @@ async def test_stats_route_reports_objects_and_sockets(serve: Serve) -> None:
         assert stats["websockets"]["connections"] == 1
         assert stats["alarms"]["delivered"] == 0
         assert stats["process"]["rss_bytes"] > 0
+        assert stats["storage"]["durability"] is None  # in memory: nothing is durable
         assert (await http.get(url + "/elsewhere")).text == "spot"

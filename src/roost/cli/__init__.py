@@ -146,6 +146,12 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
     help="HTTP/1.1 implementation: Roost's own (fastest) or one of uvicorn's.",
 )
 @click.option(
+    "--durability",
+    type=click.Choice(["full", "process"]),
+    help="full: fsync every commit before its outputs leave (survives power loss); "
+    "process: survives kill -9 of the server only.  [default: the app's, else full]",
+)
+@click.option(
     "--stats-path",
     metavar="PATH",
     help="Answer GET PATH with the runtime's statistics as JSON (e.g. /_roost/stats).",
@@ -158,6 +164,7 @@ def serve(
     log_level: str,
     access_log: bool,
     http_impl: str,
+    durability: str | None,
     stats_path: str | None,
 ) -> None:
     """Serve APP in production on uvicorn (uvloop, Roost's HTTP/1.1 protocol).
@@ -170,6 +177,8 @@ def serve(
     loaded.app.data_dir = _data_dir(loaded, data)
     if stats_path is not None:
         loaded.app.stats_path = stats_path
+    if durability is not None:
+        loaded.app.durability = durability
     sock = _listen(host, port)
     _banner("serve", f"http://{host}:{sock.getsockname()[1]}", loaded.app.data_dir)
     options: dict[str, Any] = {} if http_impl == "roost" else {"http": http_impl}

@@ -142,6 +142,20 @@ class App:
         self._data_dir = Path(value) if value is not None else None
 
     @property
+    def durability(self) -> str:
+        """``"full"`` (fsync before outputs leave) or ``"process"``; see :class:`~roost.Runtime`.
+        The ``roost serve --durability`` option sets it."""
+        return str(self._runtime_options.get("durability", "full"))
+
+    @durability.setter
+    def durability(self, value: str) -> None:
+        if self._runtime is not None:
+            raise RuntimeError("durability cannot change once the app's runtime exists")
+        if value not in ("full", "process"):
+            raise ValueError(f"durability must be 'full' or 'process', not {value!r}")
+        self._runtime_options["durability"] = value
+
+    @property
     def runtime(self) -> Runtime:
         """The runtime that runs this app's objects (made on first use)."""
         if self._runtime is None:

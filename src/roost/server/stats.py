@@ -30,7 +30,11 @@ def statistics(runtime: Runtime, *, websockets: int) -> dict[str, Any]:
             "connections": websockets,
         },
         "alarms": dataclasses.asdict(runtime.alarms.statistics()),
-        "storage": dataclasses.asdict(runtime.engine.statistics()),
+        "storage": {
+            **dataclasses.asdict(runtime.engine.statistics()),
+            # None: an engine that keeps nothing (in memory).
+            "durability": getattr(runtime.engine, "durability", None),
+        },
         "process": {
             "rss_bytes": _rss_bytes(),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
