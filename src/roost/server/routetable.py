@@ -70,14 +70,19 @@ class RouteTable:
             try:
                 response = await route.endpoint(request)
             except Exception as exc:
-                response = await self._error_response(request, exc)
+                handled = await self._error_response(request, exc)
+                if handled is None:
+                    # Starlette's error middleware: a 500, then the error goes
+                    # on to the server, which logs it.
+                    await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
+                    raise
+                response = handled
             await response(scope, receive, send)
             return True
         return False
 
-    async def _error_response(self, request: Request, exc: Exception) -> Response:
-        # What Starlette's exception middleware and error middleware would send;
-        # an unhandled error still reaches the server (which logs it) after the 500.
+    async def _error_response(self, request: Request, exc: Exception) -> Response | None:
+        """What Starlette's exception middleware answers (None: it would not handle it)."""
         if isinstance(exc, HTTPException):
             if exc.status_code in (204, 304):
                 return Response(status_code=exc.status_code, headers=exc.headers)
@@ -85,10 +90,7 @@ class RouteTable:
         kind, handler = self._errors
         if isinstance(exc, kind):
             return await handler(request, exc)
-        await PlainTextResponse("Internal Server Error", 500)(
-            request.scope, request.receive, request._send
-        )
-        raise exc
+        return None
 
 
 def _plain(route: BaseRoute) -> bool:
