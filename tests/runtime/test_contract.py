@@ -235,14 +235,24 @@ class BlockingCommits:
         if not self.release.wait(10):
             raise TimeoutError("test never released the commit")
 
+    @classmethod
+    def installed(cls, rt: roost.Runtime) -> BlockingCommits:
+        """A blocker set as ``rt``'s sync hook."""
+        blocker = cls()
+        rt.engine.sync_hook = blocker
+        return blocker
+
+    async def reached(self) -> None:
+        """Wait until a commit is written and held before its fsync."""
+        await asyncio.to_thread(self.entered.wait, 5)
+
 
 async def test_a_result_is_held_until_its_writes_are_durable(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
-        blocker = BlockingCommits()
-        rt.engine.sync_hook = blocker
+        blocker = BlockingCommits.installed(rt)
         stub = rt.env.COUNTER.get_by_name("x")
         call = asyncio.create_task(stub.increment())
-        await asyncio.to_thread(blocker.entered.wait, 5)
+        await blocker.reached()
         await asyncio.sleep(0.05)
         assert not call.done(), "the result left before its write was durable"
         # The object goes on working meanwhile (and sees its own write)...
@@ -256,11 +266,10 @@ async def test_a_result_is_held_until_its_writes_are_durable(data_dir: str) -> N
 
 async def test_a_read_of_undurable_state_is_held_too(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
-        blocker = BlockingCommits()
-        rt.engine.sync_hook = blocker
+        blocker = BlockingCommits.installed(rt)
         stub = rt.env.COUNTER.get_by_name("x")
         write = asyncio.create_task(stub.increment())
-        await asyncio.to_thread(blocker.entered.wait, 5)
+        await blocker.reached()
         read = asyncio.create_task(stub.read())
         await asyncio.sleep(0.05)
         assert not read.done(), "a read of an undurable write was released"
@@ -306,11 +315,10 @@ async def test_held_outputs_of_a_failed_commit_all_fail(data_dir: str) -> None:
 
 async def test_reads_see_earlier_writes_before_they_are_durable(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
-        blocker = BlockingCommits()
-        rt.engine.sync_hook = blocker
+        blocker = BlockingCommits.installed(rt)
         stub = rt.env.COUNTER.get_by_name("x")
         first = asyncio.create_task(stub.increment())
-        await asyncio.to_thread(blocker.entered.wait, 5)  # 1 is written, not durable
+        await blocker.reached()  # 1 is written, not durable
         later = [asyncio.create_task(stub.traced_increment()) for _ in range(2)]
         await asyncio.sleep(0.05)
         # The later events already ran and read 1, then 2, from the object's
@@ -398,11 +406,10 @@ async def test_storage_sync_holds_other_events_like_any_storage_operation(
     data_dir: str,
 ) -> None:
     async with roost.Runtime({"S": Syncs}, data_dir=data_dir) as rt:
-        blocker = BlockingCommits()
-        rt.engine.sync_hook = blocker
+        blocker = BlockingCommits.installed(rt)
         stub = rt.env.S.get_by_name("x")
         writer = asyncio.create_task(stub.write_and_sync())
-        await asyncio.to_thread(blocker.entered.wait, 5)
+        await blocker.reached()
         marker = asyncio.create_task(stub.mark())
         await asyncio.sleep(0.05)
         assert TRACE == [], "another event ran while sync() waited for the disk"

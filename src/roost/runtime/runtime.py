@@ -18,7 +18,7 @@ from ..errors import ObjectReset, RpcMethodNotFound, RuntimeClosed, UnknownNames
 from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject, is_rpc_method
-from ..storage.engine import Durability, StorageEngine
+from ..storage.engine import Durability, StorageEngine, check_durability
 from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
 from ..storage.sqlite import SqliteEngine
@@ -109,8 +109,7 @@ class Runtime:
                 raise ValueError(f"binding names are non-empty str, not {name!r}")
             if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
                 raise TypeError(f"binding {name!r} must be a DurableObject subclass, not {cls!r}")
-        if durability not in ("full", "process"):
-            raise ValueError(f"durability must be 'full' or 'process', not {durability!r}")
+        check_durability(durability)
         if idle_timeout <= 0 or max_live_objects < 1 or max_queue < 1:
             raise ValueError("idle_timeout, max_live_objects and max_queue must be positive")
         if gc_threshold is not None and (isinstance(gc_threshold, bool) or gc_threshold < 1):

@@ -126,7 +126,7 @@ class App:
         self._closing = False  # refusing new WebSockets
         self._closed = False
         # Fail at import time, not at the first request, for a bad binding.
-        Runtime(self._objects, env=self._config, **_check_options(runtime_options))
+        self._check_options(runtime_options)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -151,9 +151,15 @@ class App:
     def durability(self, value: str) -> None:
         if self._runtime is not None:
             raise RuntimeError("durability cannot change once the app's runtime exists")
-        if value not in ("full", "process"):
-            raise ValueError(f"durability must be 'full' or 'process', not {value!r}")
-        self._runtime_options["durability"] = value
+        options = {**self._runtime_options, "durability": value}
+        self._check_options(options)
+        self._runtime_options = options
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        # Validate runtime options without touching storage: a throwaway runtime
+        # in memory checks names, types and ranges.
+        usable = {k: v for k, v in options.items() if k not in ("engine", "data_dir")}
+        Runtime(self._objects, env=self._config, **usable)
 
     @property
     def runtime(self) -> Runtime:
@@ -369,9 +375,3 @@ async def _roost_error_handler(
         return starlette.responses.PlainTextResponse("Bad Request: " + str(exc), 400)
     log.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
     return starlette.responses.PlainTextResponse("Internal Server Error", 500)
-
-
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    # Validate runtime options without touching storage: a throwaway runtime
-    # in memory checks names, types and ranges.
-    return {k: v for k, v in options.items() if k not in ("engine", "data_dir")}

@@ -56,12 +56,21 @@ __all__ = [
     "ObjectStore",
     "StorageEngine",
     "WriteBatch",
+    "check_durability",
 ]
 
 #: ``"full"``: a commit is fsynced before its outputs are released; survives
 #: ``kill -9`` and power loss.  ``"process"``: written to the OS before release;
 #: survives ``kill -9`` of the server, not a power cut or kernel crash.
 Durability = Literal["full", "process"]
+
+
+def check_durability(value: object) -> Durability:
+    """``value`` if it is a :data:`Durability`, else a ``ValueError`` that says so."""
+    if value not in ("full", "process"):
+        raise ValueError(f"durability must be 'full' or 'process', not {value!r}")
+    return value
+
 
 T = TypeVar("T")
 
@@ -200,12 +209,13 @@ class CommitQueue(Generic[T]):
 
     def seal_soon(self, seal: Callable[[], None]) -> None:
         self._seals.append(seal)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        self._schedule()
 
     def put(self, item: T) -> None:
         self._items.append(item)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)

@@ -52,6 +52,7 @@ from .engine import (
     StorageEngine,
     WriteBatch,
     broken_error,
+    check_durability,
 )
 from .engine import Outcome as _Outcome
 from .objectdb import ObjectDatabase
@@ -239,8 +240,7 @@ class SqliteEngine(StorageEngine):
 
     def __init__(self, data_dir: str | Path, *, durability: Durability = "full") -> None:
         super().__init__()
-        if durability not in ("full", "process"):
-            raise ValueError(f"durability must be 'full' or 'process', not {durability!r}")
+        check_durability(durability)
         self.path = Path(data_dir) / _DB_NAME
         self.durability = durability
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
