@@ -103,8 +103,8 @@ SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ? AND (due_ms, ns, object) >
 ORDER BY due_ms, ns, object LIMIT ?
 """
 # An upsert, not INSERT OR REPLACE: REPLACE deletes and re-inserts the row, and
-# measured on 10,000 objects that cost twice the CPU per row and ten times the
-# WAL bytes of updating the value in place (docs/storage.md).
+# measured on 10,000 objects that cost twice the CPU per row of updating the
+# value in place, and a WAL ten times the size (docs/storage.md).
 _KV_UPSERT: Final = """
 INSERT INTO kv VALUES (?, ?, ?, ?)
 ON CONFLICT (ns, object, key) DO UPDATE SET value = excluded.value
