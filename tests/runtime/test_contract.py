@@ -361,6 +361,44 @@ async def test_a_busy_object_is_not_evicted() -> None:
         await busy
 
 
+async def test_the_sweep_evicts_exactly_the_objects_idle_past_the_timeout() -> None:
+    # The sweep stops at the first object touched after the cutoff; objects
+    # behind it, and an old one touched again, must come out right.
+    clock = ManualClock()
+    async with roost.Runtime({"COUNTER": Counter}, clock=clock, idle_timeout=10) as rt:
+        ns = rt.env.COUNTER
+        old = [ns.get_by_name(f"old{i}") for i in range(20)]
+        for stub in old:
+            await stub.increment()
+        await clock.advance(4)
+        recent = [ns.get_by_name(f"recent{i}") for i in range(20)]
+        for stub in recent:
+            await stub.increment()
+        await old[7].increment()  # touched again: now as recent as the others
+        await clock.advance(7)  # t=11: the old ones idle 11 s, the rest 7 s
+        live = [rt.is_live("COUNTER", stub.id) for stub in old]
+        assert live == [i == 7 for i in range(20)]
+        assert all(rt.is_live("COUNTER", stub.id) for stub in recent)
+        await clock.advance(4)  # t=15: everyone idle 11 s
+        assert rt.statistics().live_objects == 0
+        assert [await stub.read() for stub in old[6:9]] == [1, 2, 1]
+
+
+async def test_the_sweep_sees_an_object_idle_just_past_the_timeout() -> None:
+    clock = ManualClock()
+    async with roost.Runtime({"COUNTER": Counter}, clock=clock, idle_timeout=10) as rt:
+        first, second = rt.env.COUNTER.get_by_name("a"), rt.env.COUNTER.get_by_name("b")
+        await clock.advance(0.5)
+        await first.increment()  # t=0.5
+        await clock.advance(0.2)
+        await second.increment()  # t=0.7, same sweep epoch
+        await clock.advance(9.9)  # t=10.6; the runtime's own sweeps ran at whole seconds
+        assert rt.is_live("COUNTER", first.id) and rt.is_live("COUNTER", second.id)
+        assert rt.evict_idle() == 1  # cutoff 0.6
+        assert not rt.is_live("COUNTER", first.id)
+        assert rt.is_live("COUNTER", second.id)
+
+
 async def test_live_objects_are_capped_least_recently_used_first() -> None:
     async with roost.Runtime({"COUNTER": Counter}, max_live_objects=50) as rt:
         for i in range(200):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -53,6 +57,11 @@ async def mounted(request: Request) -> Response:
     return PlainTextResponse("mounted")
 
 
+async def number(request: Request) -> Response:
+    n = request.path_params["n"]
+    return PlainTextResponse(f"{type(n).__name__} {n} {request.url_for('number', n=n + 1).path}")
+
+
 ROUTES = [
     Route("/box/{name}", store, name="store"),
     Route("/teapot", teapot),
@@ -60,6 +69,7 @@ ROUTES = [
     Route("/bad-id", bad_id),
     Route("/boom", boom),
     Route("/post", post_only, methods=["POST"]),
+    Route("/n/{n:int}", number, name="number"),
     Route("/sync", sync_endpoint),  # not plain: it and what follows go through Starlette
     Mount("/m", routes=[Route("/x", mounted)]),
 ]
@@ -101,3 +111,29 @@ async def test_what_the_table_does_not_serve_goes_to_starlette() -> None:
         assert (await client.get("/post")).status_code == 405
         assert (await client.get("/m/x")).text == "mounted"
         assert (await client.get("/nowhere")).status_code == 404
+
+
+@pytest.mark.parametrize("root_path", ["", "/api"])
+async def test_paths_and_parameters_match_as_in_starlette(root_path: str) -> None:
+    starlette = Starlette(routes=ROUTES)
+    app = make_app()
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["env"] = app.env  # what App adds
+        await starlette(scope, receive, send)
+
+    served_directly = ["/box/a", "/n/41", "/teapot"]
+    paths = [*served_directly, "/n/x", "/n/", "/box", "/box/a/b", "/post"]
+    try:
+        for i, path in enumerate(paths):
+            answers = []
+            for served in (app, plain):
+                transport = httpx.ASGITransport(app=served, root_path=root_path)
+                async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                    response = await client.get(root_path + path)
+                answers.append((response.status_code, response.text))
+            assert answers[0] == answers[1], path
+            if i < len(served_directly):  # ...by the table, not by Starlette
+                assert app._front.middleware_stack is None  # type: ignore[union-attr]
+    finally:
+        await app.close()

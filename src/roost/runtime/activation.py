@@ -71,6 +71,7 @@ class Activation:
         "pending_outputs",
         "background",
         "last_used",
+        "epoch",
         "broken",
         "held_sockets",
         "__weakref__",
@@ -98,6 +99,8 @@ class Activation:
         self.pending_outputs = 0
         self.background: set[asyncio.Future[Any]] = set()
         self.last_used = runtime.clock.monotonic()
+        #: The runtime's sweep epoch when an event last reached this object.
+        self.epoch = 0
         self.broken: BaseException | None = None
         self.held_sockets = 0
 

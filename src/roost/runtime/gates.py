@@ -26,7 +26,9 @@ class InputGate:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._closed = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Made on the first wait: most objects never wait, and an empty deque
+        # is the largest part of an idle activation.
+        self._waiters: deque[asyncio.Future[None]] | None = None
         self._granted = 0  # let in, but not yet running
         self._pumping = False
 
@@ -37,7 +39,7 @@ class InputGate:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return len(self._waiters) if self._waiters is not None else 0
 
     def close(self) -> None:
         self._closed += 1
@@ -51,6 +53,8 @@ class InputGate:
     async def wait(self) -> None:
         """Wait for this event's turn (call only when ``is_open`` is false)."""
         future = self._loop.create_future()
+        if self._waiters is None:
+            self._waiters = deque()
         self._waiters.append(future)
         self._schedule_pump()
         try:
@@ -75,7 +79,8 @@ class InputGate:
 
     def _remove(self, future: asyncio.Future[None]) -> None:
         with contextlib.suppress(ValueError):
-            self._waiters.remove(future)
+            if self._waiters is not None:
+                self._waiters.remove(future)
 
     def _schedule_pump(self) -> None:
         if not self._pumping:

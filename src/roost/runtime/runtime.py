@@ -6,7 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +135,14 @@ class Runtime:
         if clash:
             raise ValueError(f"bindings defined twice: {sorted(clash)}")
         self.env = Env({**(env or {}), **{name: Namespace(name, self.router) for name in objects}})
-        self._live: OrderedDict[tuple[str, str], Activation] = OrderedDict()
+        # Keyed by the ID's hex alone: IDs of different namespaces never share
+        # one (roost.ids), and a str key costs less per event than a tuple.
+        self._live: OrderedDict[str, Activation] = OrderedDict()
+        # Sweep epochs: each activation carries the epoch of its last event
+        # start, so a sweep can stop at the first activation touched after the
+        # idle cutoff instead of visiting every live object (see evict_idle).
+        self._epoch = 0
+        self._epoch_starts: deque[tuple[int, float]] = deque([(0, self.clock.monotonic())])
         #: Open WebSockets per object; outlives instances (hibernation).
         self.websockets = SocketRegistry()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,13 +240,15 @@ class Runtime:
         if self._closing:
             raise RuntimeClosed("the runtime is shutting down")
         self._ensure_started()
-        key = (namespace, object_id.hex)
+        key = object_id.hex
         act = self._live.get(key)
         if act is not None:
             self._live.move_to_end(key)
+            act.epoch = self._epoch
             return act
         cls = self.classes[namespace]
         act = Activation(self, namespace, cls, object_id)
+        act.epoch = self._epoch
         self._live[key] = act
         self._activations += 1
         try:
@@ -256,12 +265,12 @@ class Runtime:
 
     def forget(self, act: Activation) -> None:
         """Remove a reset activation from the table (called by the activation)."""
-        if self._live.get(act.key) is act:
-            del self._live[act.key]
+        if self._live.get(act.object_id.hex) is act:
+            del self._live[act.object_id.hex]
             self._resets += 1
 
     def _evict(self, act: Activation) -> None:
-        del self._live[act.key]
+        del self._live[act.object_id.hex]
         act.storage._close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1
@@ -281,12 +290,25 @@ class Runtime:
             self._evict(act)
 
     def evict_idle(self) -> int:
-        """Evict every object idle for ``idle_timeout`` or more; return how many."""
-        cutoff = self.clock.monotonic() - self.idle_timeout
+        """Evict every object idle for ``idle_timeout`` or more; return how many.
+
+        Visits the live table in least-recently-started order and stops at the
+        first object whose last event started in an epoch that began after the
+        cutoff: nothing behind it can have been idle that long.  A sweep costs
+        the expired and busy-old objects, not every live one.
+        """
+        now = self.clock.monotonic()
+        cutoff = now - self.idle_timeout
+        starts = self._epoch_starts
+        while starts and starts[0][1] <= cutoff:
+            starts.popleft()
+        # The first epoch that began after the cutoff (none: every epoch is old).
+        stop = starts[0][0] if starts else self._epoch + 1
         expired: list[Activation] = []
         for act in self._live.values():
-            # Mostly in least-recently-used order, but output waits and
-            # background work also refresh last_used: look at every one.
+            if act.epoch >= stop:
+                break
+            # Output waits and background work also refresh last_used.
             if act.last_used <= cutoff:
                 expired.append(act)
         evicted = 0
@@ -294,6 +316,8 @@ class Runtime:
             if act.idle:
                 self._evict(act)
                 evicted += 1
+        self._epoch += 1
+        starts.append((self._epoch, now))
         return evicted
 
     async def _sweep_forever(self) -> None:
@@ -307,7 +331,8 @@ class Runtime:
 
     def is_live(self, namespace: str, object_id: ObjectId) -> bool:
         """True when the object has an instance in memory."""
-        return (namespace, object_id.hex) in self._live
+        act = self._live.get(object_id.hex)
+        return act is not None and act.namespace == namespace
 
     def statistics(self) -> RuntimeStatistics:
         """Counters for metrics and tests."""

@@ -33,6 +33,7 @@ import http
 import logging
 import re
 import urllib.parse
+import weakref
 from collections import deque
 from typing import Any, Final, cast
 
@@ -60,6 +61,12 @@ _BODY_HIGH_WATER: Final = 64 * 1024
 #: character other than tab (a CR or LF would split the response).
 _BAD_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+#: Header names (to their lower case) and values already found valid: a
+#: response's usual headers then cost a lookup rather than a regex search each.
+#: Bounded, so a server echoing arbitrary values just keeps checking them.
+_CHECKED_NAMES: Final[dict[bytes, bytes]] = {}
+_CHECKED_VALUES: Final[set[bytes]] = set()
+_CHECKED_MAX: Final = 4096
 
 
 def _status_line(code: int) -> bytes:
@@ -95,6 +102,7 @@ class HttpProtocol(asyncio.Protocol):
         self.config = config
         self.app = config.loaded_app
         self.loop = _loop or asyncio.get_event_loop()
+        self.held_heads = _held_heads(self.loop)
         self.server_state = server_state
         self.app_state = app_state
         self.root_path: str = config.root_path
@@ -543,11 +551,12 @@ class _Exchange:
             out += [name, b": ", value, b"\r\n"]
         close_sent = False
         for name, value in headers:
-            if _BAD_NAME.search(name) or not name:
-                raise RuntimeError("Invalid HTTP header name.")
-            if _BAD_VALUE.search(value):
-                raise RuntimeError("Invalid HTTP header value.")
-            name = name.lower()
+            lowered = _CHECKED_NAMES.get(name)
+            if lowered is None:
+                lowered = _checked_name(name)
+            name = lowered
+            if value not in _CHECKED_VALUES:
+                _check_value(value)
             if name == b"content-length" and not self.chunked and self.remaining is None:
                 self.remaining = int(value)
             elif name == b"transfer-encoding" and value.lower() == b"chunked":
@@ -573,10 +582,64 @@ class _Exchange:
         # Held back so that the body sent in the same turn goes in the same
         # write; a response whose body comes later gets its head at turn end.
         self.head = b"".join(out)
-        protocol.loop.call_soon(self._flush_head)
+        protocol.held_heads.hold(self)
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
         head, self.head = self.head, None
         transport = self.protocol.transport
         if head is not None and not self.disconnected and not transport.is_closing():
             transport.write(head)
+
+
+def _checked_name(name: bytes) -> bytes:
+    if not name or _BAD_NAME.search(name):
+        raise RuntimeError("Invalid HTTP header name.")
+    lowered = name.lower()
+    if len(_CHECKED_NAMES) < _CHECKED_MAX:
+        _CHECKED_NAMES[name] = lowered
+    return lowered
+
+
+def _check_value(value: bytes) -> None:
+    if _BAD_VALUE.search(value):
+        raise RuntimeError("Invalid HTTP header value.")
+    if len(_CHECKED_VALUES) < _CHECKED_MAX:
+        _CHECKED_VALUES.add(value)
+
+
+class _HeldHeads:
+    """Response heads held back until the end of the loop turn, for every
+    connection of one loop: one callback per turn instead of one per response.
+    A head whose body was sent meanwhile has already left with it."""
+
+    __slots__ = ("_loop", "_held", "_scheduled", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._held: list[_Exchange] = []
+        self._scheduled = False
+
+    def hold(self, exchange: _Exchange) -> None:
+        self._held.append(exchange)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        self._scheduled = False
+        for exchange in held:
+            if exchange.head is not None:
+                exchange.flush_head()
+
+
+_HELD_HEADS: Final[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _HeldHeads]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _held_heads(loop: asyncio.AbstractEventLoop) -> _HeldHeads:
+    held = _HELD_HEADS.get(loop)
+    if held is None:
+        held = _HELD_HEADS[loop] = _HeldHeads(loop)
+    return held

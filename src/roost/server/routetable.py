@@ -16,13 +16,16 @@ before it does.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import starlette.applications
+from starlette.convertors import Convertor, StringConvertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 __all__ = ["RouteTable"]
@@ -46,29 +49,39 @@ class RouteTable:
         self._app = app
         self._errors = errors
         # Only a prefix: a route the table cannot serve may match first.
-        self._routes: list[Route] = []
+        self._routes: list[_Entry] = []
         for route in routes:
             if not _plain(route):
                 break
             assert isinstance(route, Route)
-            self._routes.append(route)
+            self._routes.append(_Entry(route))
 
     def __bool__(self) -> bool:
         return bool(self._routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        for route in self._routes:
-            match, child = route.matches(scope)
-            if match is Match.NONE:
+        # Route.matches, inlined: the same path, parameters and method check,
+        # without a call, a tuple and a scope dict for every route tried.
+        path = _route_path(scope) if scope.get("root_path") else scope["path"]
+        for entry in self._routes:
+            match = entry.match(path)
+            if match is None:
                 continue
-            if match is not Match.FULL:
-                return False  # e.g. the wrong method: Starlette answers 405
+            if entry.methods is not None and scope["method"] not in entry.methods:
+                return False  # Starlette answers 405
+            params: dict[str, Any] = match.groupdict()
+            for key, convertor in entry.convertors:
+                params[key] = convertor.convert(params[key])
+            outer = scope.get("path_params")
+            if outer:
+                params = {**outer, **params}
             scope["app"] = self._app
             scope["router"] = self._app.router
-            scope.update(child)
+            scope["endpoint"] = entry.endpoint
+            scope["path_params"] = params
             request = Request(scope, receive, send)
             try:
-                response = await route.endpoint(request)
+                response = await entry.endpoint(request)
             except Exception as exc:
                 handled = await self._error_response(request, exc)
                 if handled is None:
@@ -91,6 +104,34 @@ class RouteTable:
         if isinstance(exc, kind):
             return await handler(request, exc)
         return None
+
+
+class _Entry:
+    """What matching one route needs, taken from the Starlette ``Route``."""
+
+    __slots__ = ("match", "endpoint", "methods", "convertors")
+
+    def __init__(self, route: Route) -> None:
+        self.match: Callable[[str], re.Match[str] | None] = route.path_regex.match
+        self.endpoint: Callable[[Request], Awaitable[Response]] = route.endpoint
+        self.methods: set[str] | None = route.methods or None
+        # A string parameter converts to itself: skip it.
+        self.convertors: list[tuple[str, Convertor[Any]]] = [
+            (key, convertor)
+            for key, convertor in route.param_convertors.items()
+            if type(convertor) is not StringConvertor
+        ]
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below ``root_path``, as Starlette's router matches it."""
+    path: str = scope["path"]
+    root: str = scope["root_path"]
+    if path == root:
+        return ""
+    if path.startswith(root) and path[len(root)] == "/":
+        return path[len(root) :]
+    return path
 
 
 def _plain(route: BaseRoute) -> bool:
