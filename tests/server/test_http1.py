@@ -46,6 +46,8 @@ async def echo(scope: Scope, receive: Any, send: Any) -> None:
     if scope["path"] == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb")]})
         return
+    if scope["path"] == "/client":
+        body = f"{scope['client'][0]} {scope['scheme']}".encode()
     text = f"{scope['method']} {scope['path']} {scope['query_string'].decode()} ".encode() + body
     await send(
         {
@@ -219,6 +221,23 @@ async def test_percent_encoded_path(url: str) -> None:
     reader, writer = await connect(url)
     writer.write(b"GET /a%20b%2Fc HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (await read_response(reader))[2] == b"GET /a b/c  "
+    writer.close()
+
+
+async def test_forwarded_headers_from_a_trusted_proxy_are_applied(url: str) -> None:
+    # uvicorn's proxy-headers middleware runs only for requests that carry them.
+    reader, writer = await connect(url)
+    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 http"
+    writer.write(
+        b"GET /client HTTP/1.1\r\nHost: x\r\n"
+        b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n"
+    )
+    assert (await read_response(reader))[2] == b"GET /client  203.0.113.9 https"
+    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\nx-forwarded-proto: https\r\n\r\n")
+    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 https"
+    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 http"
     writer.close()
 
 

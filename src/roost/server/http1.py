@@ -39,6 +39,7 @@ from typing import Any, Final, cast
 
 import httptools
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.utils import (
     get_client_addr,
@@ -101,6 +102,12 @@ class HttpProtocol(asyncio.Protocol):
             config.load()
         self.config = config
         self.app = config.loaded_app
+        # uvicorn's proxy-headers middleware (outermost when enabled) changes
+        # nothing unless a request carries X-Forwarded-For or -Proto; requests
+        # without them skip it and its scan of every header.
+        self.unproxied_app = (
+            self.app.app if type(self.app) is ProxyHeadersMiddleware else self.app
+        )
         self.loop = _loop or asyncio.get_event_loop()
         self.held_heads = _held_heads(self.loop)
         self.server_state = server_state
@@ -124,6 +131,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.expect_continue = False
         self.upgrade: bytes | None = None
+        self.forwarded = False  # the request carries X-Forwarded-For or -Proto
         self.reading_paused = False
         self.writing_paused = False
         self.drained: asyncio.Future[None] | None = None
@@ -215,6 +223,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.expect_continue = False
         self.upgrade = None
+        self.forwarded = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -225,6 +234,8 @@ class HttpProtocol(asyncio.Protocol):
             self.expect_continue = True
         elif name == b"upgrade":
             self.upgrade = value.lower()
+        elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            self.forwarded = True
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -260,6 +271,7 @@ class HttpProtocol(asyncio.Protocol):
         }
         keep_alive = version != "1.0" and parser.should_keep_alive()
         exchange = _Exchange(self, scope, keep_alive, self.expect_continue)
+        exchange.app = self.app if self.forwarded else self.unproxied_app
         self.parsing = exchange
         if self.current is None:
             self._start(exchange)
@@ -288,7 +300,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, exchange: _Exchange) -> None:
         self.current = exchange
-        app = self.app
+        app = exchange.app
         limit = self.config.limit_concurrency
         state = self.server_state
         if limit is not None and (len(state.connections) >= limit or len(state.tasks) >= limit):
@@ -390,6 +402,7 @@ class _Exchange:
         "chunked",
         "remaining",
         "head",
+        "app",
     )
 
     def __init__(
@@ -413,6 +426,7 @@ class _Exchange:
         self.chunked = False
         self.remaining: int | None = None  # Content-Length not yet sent
         self.head: bytes | None = None  # status line and headers not yet written
+        self.app: Any = protocol.app  # what serves it (see HttpProtocol.unproxied_app)
 
     def wake(self) -> None:
         waiter = self.waiter
