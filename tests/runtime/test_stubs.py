@@ -173,6 +173,17 @@ async def test_namespaces_and_env(rt: roost.Runtime) -> None:
     assert getattr(rt.env, "NOPE", None) is None
 
 
+def test_env_attributes_are_the_bindings_but_methods_stay_methods() -> None:
+    env = roost.Env({"COUNTER": 1, "get": "a value", "keys": 2, "__x__": 3})
+    assert (env.COUNTER, env["get"], env["keys"], env["__x__"]) == (1, "a value", 2, 3)
+    assert env.get("COUNTER") == 1 and sorted(env.keys()) == ["COUNTER", "__x__", "get", "keys"]
+    with pytest.raises(AttributeError):
+        env.__x__  # noqa: B018
+    with pytest.raises(AttributeError, match="read-only"):
+        env.COUNTER = 2
+    assert env.COUNTER == 1
+
+
 async def test_fetch_keeps_method_headers_body_and_query(rt: roost.Runtime) -> None:
     stub = rt.env.THING.get_by_name("a")
     response = await stub.fetch(

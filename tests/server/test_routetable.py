@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from roost import App, DurableObject
@@ -57,6 +59,24 @@ async def mounted(request: Request) -> Response:
     return PlainTextResponse("mounted")
 
 
+RAN: list[str] = []
+
+
+async def with_background(request: Request) -> Response:
+    async def after(what: str) -> None:
+        RAN.append(what)
+
+    return PlainTextResponse("sent", background=BackgroundTask(after, "after the response"))
+
+
+async def streamed(request: Request) -> Response:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    return StreamingResponse(parts(), media_type="text/plain")
+
+
 async def number(request: Request) -> Response:
     n = request.path_params["n"]
     return PlainTextResponse(f"{type(n).__name__} {n} {request.url_for('number', n=n + 1).path}")
@@ -70,6 +90,8 @@ ROUTES = [
     Route("/boom", boom),
     Route("/post", post_only, methods=["POST"]),
     Route("/n/{n:int}", number, name="number"),
+    Route("/background", with_background),
+    Route("/streamed", streamed),
     Route("/sync", sync_endpoint),  # not plain: it and what follows go through Starlette
     Mount("/m", routes=[Route("/x", mounted)]),
 ]
@@ -137,3 +159,14 @@ async def test_paths_and_parameters_match_as_in_starlette(root_path: str) -> Non
                 assert app._front.middleware_stack is None  # type: ignore[union-attr]
     finally:
         await app.close()
+
+
+async def test_background_tasks_and_streaming_responses() -> None:
+    app = make_app()
+    async with asgi_client(app) as client:
+        assert (await client.get("/background")).text == "sent"
+        assert RAN == ["after the response"]
+        response = await client.get("/streamed")
+        assert response.text == "ab"
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
+        assert app._front is not None and app._front.middleware_stack is None  # type: ignore[attr-defined]

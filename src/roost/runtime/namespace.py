@@ -73,10 +73,17 @@ class Env(Mapping[str, Any]):
     (``env.COUNTER``) and as items (``env["COUNTER"]``).
     """
 
-    __slots__ = ("_bindings",)
+    __slots__ = ("_bindings", "__dict__")
 
     def __init__(self, bindings: Mapping[str, Any]) -> None:
         object.__setattr__(self, "_bindings", dict(bindings))
+        # Bindings also live as plain attributes, so ``env.COUNTER`` (once per
+        # request in most fronts) is an ordinary lookup, not two Python calls
+        # through __getattr__.  Names the class defines (get, keys, ...) keep
+        # meaning the method, exactly as through __getattr__.
+        for name, value in self._bindings.items():
+            if not name.startswith("__") and not hasattr(type(self), name):
+                self.__dict__[name] = value
 
     def __getitem__(self, name: str) -> Any:
         try:

@@ -105,9 +105,7 @@ class HttpProtocol(asyncio.Protocol):
         # uvicorn's proxy-headers middleware (outermost when enabled) changes
         # nothing unless a request carries X-Forwarded-For or -Proto; requests
         # without them skip it and its scan of every header.
-        self.unproxied_app = (
-            self.app.app if type(self.app) is ProxyHeadersMiddleware else self.app
-        )
+        self.unproxied_app = self.app.app if type(self.app) is ProxyHeadersMiddleware else self.app
         self.loop = _loop or asyncio.get_event_loop()
         self.held_heads = _held_heads(self.loop)
         self.server_state = server_state

@@ -32,6 +32,9 @@ __all__ = ["RouteTable"]
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
+#: How a plain (not streaming, not file) Starlette response sends itself.
+_SEND_WHOLE = Response.__call__
+
 
 class RouteTable:
     """The leading plain async routes of a front, served without Starlette's layers.
@@ -90,7 +93,20 @@ class RouteTable:
                     await PlainTextResponse("Internal Server Error", 500)(scope, receive, send)
                     raise
                 response = handled
-            await response(scope, receive, send)
+            if type(response).__call__ is _SEND_WHOLE:
+                # What Response.__call__ does, without its coroutine.
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": response.status_code,
+                        "headers": response.raw_headers,
+                    }
+                )
+                await send({"type": "http.response.body", "body": response.body})
+                if response.background is not None:
+                    await response.background()
+            else:
+                await response(scope, receive, send)
             return True
         return False
 
