@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 
 import roost
@@ -51,3 +54,22 @@ def test_non_str_is_refused() -> None:
         IdFactory("ROOM").from_string(123)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         IdFactory("ROOM").from_name(b"x")  # type: ignore[arg-type]
+
+
+async def test_copies_and_pickles_of_an_id_carry_the_identity_only() -> None:
+    class Thing(roost.DurableObject):
+        async def ping(self) -> int:
+            return 1
+
+    async with roost.Runtime({"THING": Thing}) as rt:
+        stub = rt.env.THING.get_by_name("a")
+        assert await stub.ping() == 1
+        for twin in (
+            copy.copy(stub.id),
+            copy.deepcopy(stub.id),
+            pickle.loads(pickle.dumps(stub.id)),
+        ):
+            assert twin == stub.id and twin.name == "a" and hash(twin) == hash(stub.id)
+            assert twin._activation is None
+            assert await rt.env.THING.get(twin).ping() == 1  # found through the table
+        assert rt.statistics().activations == 1

@@ -205,6 +205,8 @@ class Runtime:
             for act in list(self._live.values()):
                 for task in list(act.background):
                     task.cancel()
+            for act in self._live.values():
+                act.object_id._activation = None
             self._live.clear()
             await self.engine.close()
             self._restore_gc_threshold()
@@ -239,16 +241,23 @@ class Runtime:
     def _activation(self, namespace: str, object_id: ObjectId) -> Activation:
         if self._closing:
             raise RuntimeClosed("the runtime is shutting down")
-        self._ensure_started()
-        key = object_id.hex
-        act = self._live.get(key)
+        if self._loop is None:
+            self._ensure_started()
+        act: Activation | None = object_id._activation
+        if act is None or act.object_id is not object_id or act.runtime is not self:
+            act = self._live.get(object_id.hex)
         if act is not None:
-            self._live.move_to_end(key)
-            act.epoch = self._epoch
+            # Least-recently-used order at the sweep's granularity: an object
+            # moves to the back once per epoch, not on every event (relinking
+            # it touches two other objects' table nodes, cold under load).
+            if act.epoch != self._epoch:
+                self._live.move_to_end(act.object_id.hex)
+                act.epoch = self._epoch
             return act
         cls = self.classes[namespace]
         act = Activation(self, namespace, cls, object_id)
         act.epoch = self._epoch
+        key = object_id.hex
         self._live[key] = act
         self._activations += 1
         try:
@@ -259,6 +268,7 @@ class Runtime:
             # object's files are released for the next attempt.
             act.storage._close(exc)
             raise ObjectRaised(exc, namespace) from None
+        object_id._activation = act  # (cleared when it leaves the table)
         if len(self._live) > self.max_live_objects:
             self._evict_over_cap()
         return act
@@ -267,10 +277,12 @@ class Runtime:
         """Remove a reset activation from the table (called by the activation)."""
         if self._live.get(act.object_id.hex) is act:
             del self._live[act.object_id.hex]
+            act.object_id._activation = None
             self._resets += 1
 
     def _evict(self, act: Activation) -> None:
         del self._live[act.object_id.hex]
+        act.object_id._activation = None
         act.storage._close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1
