@@ -64,7 +64,8 @@ class Runtime:
     idle_timeout:
         Seconds without events after which an idle object is evicted.
     max_live_objects:
-        Cap on instances in memory; past it the least recently used idle ones go.
+        Cap on instances in memory; past it the least recently used idle ones go
+        (recency counted in eviction-sweep intervals of up to a second).
     max_queue:
         Per-object bound on events waiting or running; past it callers get
         :class:`~roost.ObjectOverloaded` at once.
@@ -304,7 +305,7 @@ class Runtime:
     def evict_idle(self) -> int:
         """Evict every object idle for ``idle_timeout`` or more; return how many.
 
-        Visits the live table in least-recently-started order and stops at the
+        Visits the live table in least-recently-used order (by sweep epoch) and stops at the
         first object whose last event started in an epoch that began after the
         cutoff: nothing behind it can have been idle that long.  A sweep costs
         the expired and busy-old objects, not every live one.
