@@ -46,6 +46,11 @@ async def echo(scope: Scope, receive: Any, send: Any) -> None:
     if scope["path"] == "/bad-header":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb")]})
         return
+    if scope["path"] == "/bytearrays":
+        headers = [(bytearray(b"X-Kind"), bytearray(b"bytearray")), (b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
     if scope["path"] == "/client":
         body = f"{scope['client'][0]} {scope['scheme']}".encode()
     text = f"{scope['method']} {scope['path']} {scope['query_string'].decode()} ".encode() + body
@@ -213,6 +218,17 @@ async def test_app_errors(url: str) -> None:
     reader, writer = await connect(url)
     writer.write(b"GET /bad-header HTTP/1.1\r\nHost: x\r\n\r\n")
     # A header value with CR LF would split the response: nothing of it is sent.
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+async def test_header_names_and_values_may_be_bytearrays(url: str) -> None:
+    reader, writer = await connect(url)
+    for _ in range(2):  # the second time, the checks may come from memory
+        writer.write(b"GET /bytearrays HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert (status, headers["x-kind"], body) == (200, "bytearray", b"ok")
+    writer.write(b"GET /bad-header HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
 

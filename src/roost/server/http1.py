@@ -563,11 +563,12 @@ class _Exchange:
             out += [name, b": ", value, b"\r\n"]
         close_sent = False
         for name, value in headers:
-            lowered = _CHECKED_NAMES.get(name)
+            # (A bytearray, which ASGI servers accept too, is checked every time.)
+            lowered = _CHECKED_NAMES.get(name) if type(name) is bytes else None
             if lowered is None:
                 lowered = _checked_name(name)
             name = lowered
-            if value not in _CHECKED_VALUES:
+            if type(value) is not bytes or value not in _CHECKED_VALUES:
                 _check_value(value)
             if name == b"content-length" and not self.chunked and self.remaining is None:
                 self.remaining = int(value)
@@ -606,8 +607,8 @@ class _Exchange:
 def _checked_name(name: bytes) -> bytes:
     if not name or _BAD_NAME.search(name):
         raise RuntimeError("Invalid HTTP header name.")
-    lowered = name.lower()
-    if len(_CHECKED_NAMES) < _CHECKED_MAX:
+    lowered = bytes(name.lower())
+    if type(name) is bytes and len(_CHECKED_NAMES) < _CHECKED_MAX:
         _CHECKED_NAMES[name] = lowered
     return lowered
 
@@ -615,7 +616,7 @@ def _checked_name(name: bytes) -> bytes:
 def _check_value(value: bytes) -> None:
     if _BAD_VALUE.search(value):
         raise RuntimeError("Invalid HTTP header value.")
-    if len(_CHECKED_VALUES) < _CHECKED_MAX:
+    if type(value) is bytes and len(_CHECKED_VALUES) < _CHECKED_MAX:
         _CHECKED_VALUES.add(value)
 
 
