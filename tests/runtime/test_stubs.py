@@ -173,6 +173,20 @@ async def test_namespaces_and_env(rt: roost.Runtime) -> None:
     assert getattr(rt.env, "NOPE", None) is None
 
 
+async def test_the_runtime_refuses_an_id_of_another_live_namespace(rt: roost.Runtime) -> None:
+    # Live objects are keyed by ID alone: a caller past the stubs' checks
+    # must still not reach another namespace's object.
+    stub = rt.env.THING.get_by_name("a")
+    await stub.fetch("http://x/")  # now live
+    forged = roost.ObjectId(stub.id.hex, "OTHER")
+
+    async def handler(instance: Any) -> None:
+        raise AssertionError("reached the wrong object")
+
+    with pytest.raises(roost.InvalidObjectId, match="THING"):
+        await rt.dispatch("OTHER", forged, handler)
+
+
 def test_env_attributes_are_the_bindings_but_methods_stay_methods() -> None:
     env = roost.Env({"COUNTER": 1, "get": "a value", "keys": 2, "__x__": 3})
     assert (env.COUNTER, env["get"], env["keys"], env["__x__"]) == (1, "a value", 2, 3)

@@ -14,7 +14,13 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from .. import codec
-from ..errors import ObjectReset, RpcMethodNotFound, RuntimeClosed, UnknownNamespace
+from ..errors import (
+    InvalidObjectId,
+    ObjectReset,
+    RpcMethodNotFound,
+    RuntimeClosed,
+    UnknownNamespace,
+)
 from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject, is_rpc_method
@@ -248,6 +254,12 @@ class Runtime:
         if act is None or act.object_id is not object_id or act.runtime is not self:
             act = self._live.get(object_id.hex)
         if act is not None:
+            if act.namespace != namespace:
+                # Unreachable through stubs (Namespace.get checks the ID's MAC).
+                raise InvalidObjectId(
+                    f"ID {object_id.hex[:12]}… belongs to namespace {act.namespace!r}, "
+                    f"not {namespace!r}"
+                )
             # Least-recently-used order at the sweep's granularity: an object
             # moves to the back once per epoch, not on every event (relinking
             # it touches two other objects' table nodes, cold under load).
