@@ -8,6 +8,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import cbor2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -141,3 +142,15 @@ def test_datetime_subclasses_are_stored_as_datetimes() -> None:
     for value in (MyDatetime(2020, 1, 2, 3, 4, 5), MyDatetime(2020, 1, 2, tzinfo=dt.UTC)):
         back = codec.decode(codec.encode(value))
         assert back == value and type(back) is dt.datetime
+
+
+@given(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(), st.binary()))
+def test_scalars_encode_to_the_same_bytes_as_through_the_general_path(value: Any) -> None:
+    # encode() takes a shorter path for scalars; stored bytes must not depend on it.
+    general = codec._PREFIX + cbor2.dumps(value, encoders=codec._ENCODERS, default=codec._refuse)
+    assert codec.encode(value) == general
+
+
+def test_a_lone_surrogate_is_refused_on_the_scalar_path_too() -> None:
+    with pytest.raises(ValueError, match="surrogates"):
+        codec.encode("\ud800")
