@@ -75,6 +75,14 @@ async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]
     return await asyncio.open_connection(host, int(port))
 
 
+async def body_of(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> bytes:
+    """Send one raw request on the connection and read its response's body."""
+    writer.write(request)
+    return (await read_response(reader))[2]
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One response: status, headers (lower-case names) and the decoded body."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -124,13 +132,13 @@ async def test_pipelined_requests_are_answered_in_order(url: str) -> None:
 
 async def test_request_bodies_by_length_and_chunked(url: str) -> None:
     reader, writer = await connect(url)
-    writer.write(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-    assert (await read_response(reader))[2] == b"POST /p  hello"
-    writer.write(
+    request = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    assert await body_of(reader, writer, request) == b"POST /p  hello"
+    request = (
         b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
     )
-    assert (await read_response(reader))[2] == b"POST /c  abcdefg"
+    assert await body_of(reader, writer, request) == b"POST /c  abcdefg"
     big = b"x" * 300_000  # over the read buffer's high-water mark: reading pauses and resumes
     writer.write(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
     assert (await read_response(reader))[2] == b"POST /big  " + big
@@ -235,25 +243,22 @@ async def test_header_names_and_values_may_be_bytearrays(url: str) -> None:
 
 async def test_percent_encoded_path(url: str) -> None:
     reader, writer = await connect(url)
-    writer.write(b"GET /a%20b%2Fc HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert (await read_response(reader))[2] == b"GET /a b/c  "
+    request = b"GET /a%20b%2Fc HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert await body_of(reader, writer, request) == b"GET /a b/c  "
     writer.close()
 
 
 async def test_forwarded_headers_from_a_trusted_proxy_are_applied(url: str) -> None:
     # uvicorn's proxy-headers middleware runs only for requests that carry them.
     reader, writer = await connect(url)
-    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 http"
-    writer.write(
-        b"GET /client HTTP/1.1\r\nHost: x\r\n"
-        b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n"
-    )
-    assert (await read_response(reader))[2] == b"GET /client  203.0.113.9 https"
-    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\nx-forwarded-proto: https\r\n\r\n")
-    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 https"
-    writer.write(b"GET /client HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert (await read_response(reader))[2] == b"GET /client  127.0.0.1 http"
+    for headers, seen in [
+        (b"", b"127.0.0.1 http"),
+        (b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n", b"203.0.113.9 https"),
+        (b"x-forwarded-proto: https\r\n", b"127.0.0.1 https"),
+        (b"", b"127.0.0.1 http"),
+    ]:
+        request = b"GET /client HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+        assert await body_of(reader, writer, request) == b"GET /client  " + seen
     writer.close()
 
 

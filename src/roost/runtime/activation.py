@@ -78,7 +78,12 @@ class Activation:
     )
 
     def __init__(
-        self, runtime: Runtime, namespace: str, cls: type[DurableObject], object_id: ObjectId
+        self,
+        runtime: Runtime,
+        namespace: str,
+        cls: type[DurableObject],
+        object_id: ObjectId,
+        epoch: int,
     ) -> None:
         loop = runtime.loop
         self.runtime = runtime
@@ -100,7 +105,7 @@ class Activation:
         self.background: set[asyncio.Future[Any]] = set()
         self.last_used = runtime.clock.monotonic()
         #: The runtime's sweep epoch when an event last reached this object.
-        self.epoch = 0
+        self.epoch = epoch
         self.broken: BaseException | None = None
         self.held_sockets = 0
 

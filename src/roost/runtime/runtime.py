@@ -251,7 +251,7 @@ class Runtime:
         if self._loop is None:
             self._ensure_started()
         act: Activation | None = object_id._activation
-        if act is None or act.object_id is not object_id or act.runtime is not self:
+        if act is None or act.runtime is not self:
             act = self._live.get(object_id.hex)
         if act is not None:
             if act.namespace != namespace:
@@ -261,15 +261,14 @@ class Runtime:
                     f"not {namespace!r}"
                 )
             # Least-recently-used order at the sweep's granularity: an object
-            # moves to the back once per epoch, not on every event (relinking
-            # it touches two other objects' table nodes, cold under load).
+            # moves to the back once per epoch, not on every event, which is
+            # all evict_idle's stopping rule needs.
             if act.epoch != self._epoch:
                 self._live.move_to_end(act.object_id.hex)
                 act.epoch = self._epoch
             return act
         cls = self.classes[namespace]
-        act = Activation(self, namespace, cls, object_id)
-        act.epoch = self._epoch
+        act = Activation(self, namespace, cls, object_id, self._epoch)
         key = object_id.hex
         self._live[key] = act
         self._activations += 1

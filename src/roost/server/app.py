@@ -223,15 +223,12 @@ class App:
             await self.start()  # without lifespan: start on the first request
         scope = self._scope_with_env(scope)
         if kind == "http":
-            # The common case inline (one coroutine fewer per request).
-            routes = self._routes
-            if (
-                routes is not None
-                and (self.stats_path is None or scope["path"] != self.stats_path)
-                and await routes(scope, receive, send)
-            ):
-                return
-            await self._http(scope, receive, send)
+            if self.stats_path is not None and scope["path"] == self.stats_path:
+                response = stats_response(self.runtime, websockets=len(self._connections))
+                await response(scope, receive, send)
+            # A routes= front's table inline (one coroutine fewer per request).
+            elif self._routes is None or not await self._routes(scope, receive, send):
+                await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
 
@@ -247,12 +244,7 @@ class App:
         return scope
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.stats_path is not None and scope["path"] == self.stats_path:
-            response = stats_response(self.runtime, websockets=len(self._connections))
-            await response(scope, receive, send)
-            return
         if self._fetch is None:
-            # (A routes= front's table was tried first, in __call__.)
             assert self._front is not None
             await self._front(scope, receive, send)
             return

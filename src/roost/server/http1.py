@@ -268,8 +268,8 @@ class HttpProtocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         keep_alive = version != "1.0" and parser.should_keep_alive()
-        exchange = _Exchange(self, scope, keep_alive, self.expect_continue)
-        exchange.app = self.app if self.forwarded else self.unproxied_app
+        app = self.app if self.forwarded else self.unproxied_app
+        exchange = _Exchange(self, scope, keep_alive, self.expect_continue, app)
         self.parsing = exchange
         if self.current is None:
             self._start(exchange)
@@ -409,6 +409,7 @@ class _Exchange:
         scope: dict[str, Any],
         keep_alive: bool,
         expect_continue: bool,
+        app: Any,
     ) -> None:
         self.protocol = protocol
         self.scope = scope
@@ -424,7 +425,7 @@ class _Exchange:
         self.chunked = False
         self.remaining: int | None = None  # Content-Length not yet sent
         self.head: bytes | None = None  # status line and headers not yet written
-        self.app: Any = protocol.app  # what serves it (see HttpProtocol.unproxied_app)
+        self.app = app  # what serves it (see HttpProtocol.unproxied_app)
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -137,13 +137,10 @@ class _KvApi(ABC):
     def _check_key(self, key: object) -> str:
         if not isinstance(key, str):
             raise TypeError(f"storage keys are str, not {type(key).__name__}")
-        if key.isascii():
-            size = len(key)  # (the usual case: no encoded copy just to measure it)
-        else:
-            try:
-                size = len(key.encode())
-            except UnicodeEncodeError:
-                raise ValueError(f"storage key {key!r} is not valid Unicode text") from None
+        try:
+            size = len(key.encode())
+        except UnicodeEncodeError:
+            raise ValueError(f"storage key {key!r} is not valid Unicode text") from None
         if size > self._limits.max_key_bytes:
             raise StorageLimitExceeded(
                 f"storage key of {size} bytes exceeds the limit of "

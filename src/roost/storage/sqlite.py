@@ -443,8 +443,7 @@ class SqliteEngine(StorageEngine):
 
     def enqueue(self, store: _SqliteObjectStore, batch: WriteBatch, done: CommitFuture) -> None:
         self._queue_item(store, batch, done)
-        if batch.alarm_changed:  # (checked here too: this runs for every batch)
-            self.alarm_committed(done, batch)
+        self.alarm_committed(done, batch)
 
     def enqueue_op(self, op: _Op) -> asyncio.Future[Any]:
         """Run ``op`` in the next group commit, in order; its future gets the result."""
@@ -499,8 +498,7 @@ class SqliteEngine(StorageEngine):
                     continue
                 if store.broken is None:
                     assert isinstance(work, WriteBatch)
-                    if self.fault_hook is not None:
-                        self.check_fault(store, work)
+                    self.check_fault(store, work)
                     run.append((store, work))
                 results.append(None)
             _apply_all(conn, run)
