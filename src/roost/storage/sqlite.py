@@ -21,8 +21,11 @@ statement, which cost milliseconds per commit under load.
 Checkpoints copy the WAL into the database file in a thread of their own,
 through a connection with ``synchronous=FULL`` (the WAL is synced before and
 the database after each checkpoint), so the WAL is never reused before what it
-held is durable in the database (:mod:`.walsync`).  Reads run on the event loop's thread
-on a separate read-only connection.
+held is durable in the database (:mod:`.walsync`).  Reads run on the event loop's
+thread through the writer's own connection, between commits: a second connection
+would drop its whole page cache at its first read after every commit (SQLite's
+rule for a WAL that another connection changed), and re-read the B-tree from the
+file each time.
 
 The same database holds the *alarm index*, ``alarms``, ordered by due time
 (``alarms_due``): for a KV-only object its row is the alarm itself, written in
@@ -248,7 +251,6 @@ class SqliteEngine(StorageEngine):
         self._lock_fd: int | None = None
         self._writer: sqlite3.Connection | None = None
         self._syncer: WalSyncer | None = None
-        self._reader: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.batches_committed = 0
@@ -281,8 +283,6 @@ class SqliteEngine(StorageEngine):
         self._writer = writer
         self._syncer = syncer
         self.files.start(loop)
-        self._reader = self._connect()
-        self._reader.execute("PRAGMA query_only=1")
 
     async def close(self) -> None:
         if self._closed:
@@ -301,9 +301,6 @@ class SqliteEngine(StorageEngine):
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the data directory's lock
             self._lock_fd = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -332,9 +329,10 @@ class SqliteEngine(StorageEngine):
     # -- reads -----------------------------------------------------------------
 
     def reader(self) -> sqlite3.Connection:
-        if self._reader is None:
+        """The connection reads go through: the writer's, used between commits."""
+        if self._writer is None:
             raise RuntimeClosed("storage engine is not running")
-        return self._reader
+        return self._writer
 
     def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
         if sql:
