@@ -60,6 +60,21 @@ class Figure:
             out[name] = self.median / base if base else float("nan")
         return out
 
+    def round_ratios(self) -> dict[str, list[float]]:
+        """Roost's run over the same round's baseline run, for each round.
+
+        The targets of one round run back to back (``http``: in rotating order),
+        so a slow spell of a shared machine weighs on both sides of a round's
+        ratio; the spread of these ratios shows how far one invocation can be
+        trusted.  Empty for a baseline measured a different number of times.
+        """
+        out = {}
+        for name, values in self.baselines.items():
+            if len(values) == len(self.runs):
+                pairs = zip(self.runs, values, strict=True)
+                out[name] = [run / base if base else float("nan") for run, base in pairs]
+        return out
+
     def as_json(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario,
@@ -74,6 +89,7 @@ class Figure:
                 for name, values in self.baselines.items()
             },
             "ratio": self.ratios(),
+            "round_ratios": self.round_ratios(),
             "note": self.note,
         }
 

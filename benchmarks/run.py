@@ -62,6 +62,19 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _ratio_cell(figure: Figure, baseline: str) -> str:
+    """The ratio of medians, then the range of the per-round ratios (how much
+    one run can be trusted on a noisy machine)."""
+    ratios = figure.ratios()
+    if baseline not in ratios:
+        return ""
+    text = _fmt(ratios[baseline]) + "×"
+    rounds = figure.round_ratios().get(baseline, [])
+    if len(rounds) > 1:
+        text += f" [{_fmt(min(rounds))}–{_fmt(max(rounds))}]"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
@@ -102,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
             column, justify="right" if column not in ("scenario", "figure") else "left"
         )
     for f in figures:
-        ratios = f.ratios()
         table.add_row(
             f.scenario,
             f.figure,
@@ -110,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             _fmt(min(f.runs)),
             _fmt(max(f.runs)),
             f.unit,
-            _fmt(ratios["a-dict"]) + "×" if "a-dict" in ratios else "",
-            _fmt(ratios["b-sqlite"]) + "×" if "b-sqlite" in ratios else "",
+            _ratio_cell(f, "a-dict"),
+            _ratio_cell(f, "b-sqlite"),
         )
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,7 @@ async def main() -> None:
                 root / f"p-{durability}", durability, rounds
             )
         original = ObjectFiles.after_commit
-        ObjectFiles.after_commit = fsync_on_loop  # type: ignore[assignment, method-assign]
+        ObjectFiles.after_commit = fsync_on_loop  # type: ignore[method-assign]
         try:
             results["sql_rpc_parallel_fsync_on_loop"] = await rpc_parallel(
                 root / "loop", "full", rounds

@@ -269,7 +269,12 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
     # A hibernated room still answers: ping is auto-answered without waking it...
     pongs: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     probe = clients[len(clients) // 2]
-    probe.on_text = lambda p: pongs.done() or pongs.set_result(p)
+
+    def on_pong(payload: bytes) -> None:
+        if not pongs.done():
+            pongs.set_result(payload)
+
+    probe.on_text = on_pong
     probe.send_text(b"ping")
     pong = await asyncio.wait_for(pongs, 10)
     after_ping = await asyncio.to_thread(_stats, args.port, args.stats)
@@ -277,7 +282,12 @@ async def idle(args: argparse.Namespace) -> dict[str, Any]:
     # ... and a join wakes it, and it sees every member.
     ready: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     late = clients[-1]
-    late.on_text = lambda p: p == b'{"ready": true}' and not ready.done() and ready.set_result(p)
+
+    def on_ready(payload: bytes) -> None:
+        if payload == b'{"ready": true}' and not ready.done():
+            ready.set_result(payload)
+
+    late.on_text = on_ready
     late.send_text(b'{"name": "late"}')
     await asyncio.wait_for(ready, 30)
     for client in clients:
