@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -256,5 +257,27 @@ async def test_serve_runs_each_http_implementation_and_durability(
         storage = (await http.get("/_s")).json()["storage"]
         assert storage["durability"] == durability
         assert (storage["syncs"] > 0) == (durability == "full")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+async def test_serve_lifts_the_open_files_limit_to_the_hard_one(
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 512:
+        pytest.fail(f"the hard limit on open files ({hard}) leaves nothing to lift")
+    port = free_port()
+    counter = str(ROOT / "examples" / "counter.py")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # inherited by the server
+    try:
+        proc = start(processes, "serve", counter, "--port", str(port), "--data", str(tmp_path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    await wait_ready(f"http://127.0.0.1:{port}", proc, "/counter/a")
+    limits = await asyncio.to_thread(Path(f"/proc/{proc.pid}/limits").read_text)
+    line = next(row for row in limits.splitlines() if row.startswith("Max open files"))
+    server_soft = line.split()[3]
+    assert server_soft == (str(hard) if hard != resource.RLIM_INFINITY else str(1 << 20))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0

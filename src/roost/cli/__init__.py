@@ -6,8 +6,10 @@ before starting (data directory, port), and runs :mod:`roost.server` on uvicorn.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,6 +31,22 @@ APP_HELP = "FILE_OR_MODULE[:ATTR], e.g. examples/counter.py, examples/chat or my
 @click.version_option(__version__, prog_name="roost")
 def main() -> None:
     """Roost: durable objects for Python."""
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as servers do.
+
+    Every connection is a file, and so is every live SQL object (twice): the
+    usual soft limit of 1,024 would cap a server at a few hundred of them.
+    The runtime sizes its cap on live SQL objects from the limit in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # macOS refuses an infinite soft limit: a million is plenty.
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    with contextlib.suppress(ValueError, OSError):  # else keep it: the runtime adapts
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _load(spec: str) -> LoadedApp:
@@ -103,6 +121,7 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
     APP is FILE_OR_MODULE[:ATTR], e.g. examples/counter.py, examples/chat or
     mypkg.main:app.
     """
+    _raise_open_files_limit()  # before the app (and its runtime) exist; inherited by workers
     loaded = _load(app)  # here, not only in the worker: clear errors, at once
     data_dir = _data_dir(loaded, data)
     sock = _listen(host, port)
@@ -173,6 +192,7 @@ def serve(
     accepting connections, lets in-flight events finish, closes WebSockets with
     1001, commits every pending write, and exits 0.
     """
+    _raise_open_files_limit()
     loaded = _load(app)
     loaded.app.data_dir = _data_dir(loaded, data)
     if stats_path is not None:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import resource
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -72,6 +73,13 @@ class Runtime:
     max_live_objects:
         Cap on instances in memory; past it the least recently used idle ones go
         (recency counted in eviction-sweep intervals of up to a second).
+    max_live_sql_objects:
+        Cap on live SQL objects (``sql=True`` classes), each of which holds its
+        database file and its WAL open; past it the least recently used idle
+        ones go first.  ``None`` (default) derives it from the process's limit
+        on open files when the runtime starts: a quarter of what is left after
+        256 descriptors for sockets and the shared database, since as many
+        files again may still be closing.
     max_queue:
         Per-object bound on events waiting or running; past it callers get
         :class:`~roost.ObjectOverloaded` at once.
@@ -103,6 +111,7 @@ class Runtime:
         data_dir: str | Path | None = None,
         idle_timeout: float = 10.0,
         max_live_objects: int = 10_000,
+        max_live_sql_objects: int | None = None,
         max_queue: int = 5_000,
         durability: Durability = "full",
         limits: StorageLimits | None = None,
@@ -119,6 +128,12 @@ class Runtime:
         check_durability(durability)
         if idle_timeout <= 0 or max_live_objects < 1 or max_queue < 1:
             raise ValueError("idle_timeout, max_live_objects and max_queue must be positive")
+        if max_live_sql_objects is not None and (
+            isinstance(max_live_sql_objects, bool) or max_live_sql_objects < 1
+        ):
+            raise ValueError(
+                f"max_live_sql_objects must be a positive int or None, not {max_live_sql_objects!r}"
+            )
         if gc_threshold is not None and (isinstance(gc_threshold, bool) or gc_threshold < 1):
             raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
         self.gc_threshold = gc_threshold
@@ -134,6 +149,8 @@ class Runtime:
         self.engine = engine
         self.idle_timeout = idle_timeout
         self.max_live_objects = max_live_objects
+        #: The cap on live SQL objects (set from the open-files limit at start if None).
+        self.max_live_sql_objects = max_live_sql_objects
         self.max_queue = max_queue
         self.limits = limits or StorageLimits()
         self.clock = clock or SystemClock()
@@ -145,6 +162,8 @@ class Runtime:
         # Keyed by the ID's hex alone: IDs of different namespaces never share
         # one (roost.ids), and a str key costs less per event than a tuple.
         self._live: OrderedDict[str, Activation] = OrderedDict()
+        # The SQL objects among them, in the same order: each holds two files open.
+        self._live_sql: OrderedDict[str, Activation] = OrderedDict()
         # Sweep epochs: each activation carries the epoch of its last event
         # start, so a sweep can stop at the first activation touched after the
         # idle cutoff instead of visiting every live object (see evict_idle).
@@ -180,6 +199,8 @@ class Runtime:
         if self._closed:
             raise RuntimeClosed("this runtime has been closed")
         loop = asyncio.get_running_loop()
+        if self.max_live_sql_objects is None:
+            self.max_live_sql_objects = _sql_objects_for_open_files()
         self.engine.start(loop)
         self._loop = loop
         self._raise_gc_threshold()
@@ -215,6 +236,7 @@ class Runtime:
             for act in self._live.values():
                 act.object_id._activation = None
             self._live.clear()
+            self._live_sql.clear()
             await self.engine.close()
             self._restore_gc_threshold()
         self._closed = True
@@ -265,6 +287,8 @@ class Runtime:
             # all evict_idle's stopping rule needs.
             if act.epoch != self._epoch:
                 self._live.move_to_end(act.object_id.hex)
+                if act.cls.sql_enabled:
+                    self._live_sql.move_to_end(act.object_id.hex)
                 act.epoch = self._epoch
             return act
         cls = self.classes[namespace]
@@ -281,32 +305,41 @@ class Runtime:
             act.storage._close(exc)
             raise ObjectRaised(exc, namespace) from None
         object_id._activation = act  # (cleared when it leaves the table)
+        if cls.sql_enabled:
+            self._live_sql[key] = act
+            cap = self.max_live_sql_objects
+            if cap is not None and len(self._live_sql) > cap:
+                self._evict_over_cap(self._live_sql, cap, act)
         if len(self._live) > self.max_live_objects:
-            self._evict_over_cap()
+            self._evict_over_cap(self._live, self.max_live_objects, act)
         return act
 
     def forget(self, act: Activation) -> None:
         """Remove a reset activation from the table (called by the activation)."""
         if self._live.get(act.object_id.hex) is act:
             del self._live[act.object_id.hex]
+            self._live_sql.pop(act.object_id.hex, None)
             act.object_id._activation = None
             self._resets += 1
 
     def _evict(self, act: Activation) -> None:
         del self._live[act.object_id.hex]
+        self._live_sql.pop(act.object_id.hex, None)
         act.object_id._activation = None
         act.storage._close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1
 
-    def _evict_over_cap(self) -> None:
-        excess = len(self._live) - self.max_live_objects
+    def _evict_over_cap(
+        self, table: OrderedDict[str, Activation], cap: int, new: Activation
+    ) -> None:
+        excess = len(table) - cap
         # Look a little past the excess (the oldest few may be busy), and stop
         # as soon as enough idle ones are found: this runs on every activation
-        # past the cap.
+        # past the cap.  The one just made looks idle but is about to serve.
         victims: list[Activation] = []
-        for act in itertools.islice(self._live.values(), excess + 64):
-            if act.idle:
+        for act in itertools.islice(table.values(), excess + 64):
+            if act.idle and act is not new:
                 victims.append(act)
                 if len(victims) == excess:
                     break
@@ -448,3 +481,20 @@ class Runtime:
             return await ResponseMessage.from_response(response)
 
         return await self.dispatch(namespace, object_id, fetch)
+
+
+#: Descriptors left for sockets, the shared database and everything else.
+_RESERVED_FILES = 256
+
+
+def _sql_objects_for_open_files() -> int:
+    """How many SQL objects may be live within the process's open-files limit.
+
+    A live SQL object holds its database and its WAL open, and an evicted one
+    holds them until its closing checkpoint is done (in a background thread),
+    so each is counted four times.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(16, (soft - _RESERVED_FILES) // 4)

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import os
 import re
+import resource
 import sqlite3
 import threading
 from pathlib import Path
@@ -144,13 +146,13 @@ class ObjectFiles:
             # (say, a second server on the same data directory).
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
+            raise _cannot_open(object_id, exc) from exc
         try:
             configure_connection(conn, on_disk=True, new=not exists)
             db = ObjectDatabase(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
+            raise _cannot_open(object_id, exc) from exc
         return db
 
     def _close(self, db: ObjectDatabase) -> None:
@@ -253,3 +255,21 @@ class ObjectFiles:
                 self._close(db)
 
         self._track_closing(key, self._closer.submit(close))
+
+
+def _cannot_open(object_id: str, exc: Exception) -> StorageError:
+    """The error for a file SQLite could not open, naming the cause when it is
+    the limit on open files (SQLite's own message does not say)."""
+    reason = str(exc)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        # SQLite opens two or three files per database: count how close we are.
+        used = len(os.listdir("/dev/fd"))
+    except OSError as probe:
+        used = soft if probe.errno in (errno.EMFILE, errno.ENFILE) else 0
+    if used >= soft - 8:
+        reason = (
+            f"too many open files ({used} of the {soft} this process may open): raise "
+            "the limit (ulimit -n) or lower the runtime's max_live_sql_objects"
+        )
+    return StorageError(f"cannot open the database of object {object_id}: {reason}")
