@@ -25,10 +25,6 @@ class Note(roost.DurableObject, sql=True):
     async def bodies(self) -> list[str]:
         return [row["body"] for row in self.ctx.storage.sql.exec("SELECT body FROM notes")]
 
-    async def hold(self) -> None:
-        assert _gate is not None
-        await _gate.wait()  # an outside await: the object stays busy meanwhile
-
 
 class Lazy(roost.DurableObject, sql=True):
     """Writes nothing until asked: a new activation of it looks idle."""
@@ -39,7 +35,7 @@ class Lazy(roost.DurableObject, sql=True):
 
     async def hold(self) -> None:
         assert _gate is not None
-        await _gate.wait()
+        await _gate.wait()  # an outside await: the object stays busy meanwhile
 
 
 class Counter(roost.DurableObject):
