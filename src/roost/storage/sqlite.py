@@ -143,7 +143,7 @@ class _SqliteObjectStore(ObjectStore):
 
     def read_alarm(self) -> int | None:
         row = (
-            self._engine.reader()
+            self._engine._connection()
             .execute(
                 "SELECT alarm_ms FROM alarms WHERE ns=? AND object=? AND sql=0",
                 (self._ns, self._object),
@@ -153,7 +153,7 @@ class _SqliteObjectStore(ObjectStore):
         return None if row is None else int(row[0])
 
     def read(self, keys: list[str]) -> dict[str, bytes]:
-        conn = self._engine.reader()
+        conn = self._engine._connection()
         if len(keys) == 1:
             row = conn.execute(
                 "SELECT value FROM kv WHERE ns=? AND object=? AND key=?",
@@ -175,7 +175,7 @@ class _SqliteObjectStore(ObjectStore):
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         tail, params = query.sql_tail()
         return list(
-            self._engine.reader().execute(
+            self._engine._connection().execute(
                 f"SELECT key, value FROM kv WHERE ns=? AND object=? {tail}",
                 (self._ns, self._object, *params),
             )
@@ -328,8 +328,8 @@ class SqliteEngine(StorageEngine):
 
     # -- reads -----------------------------------------------------------------
 
-    def reader(self) -> sqlite3.Connection:
-        """The connection reads go through: the writer's, used between commits."""
+    def _connection(self) -> sqlite3.Connection:
+        """The one connection: commits use it, and so do reads, between commits."""
         if self._writer is None:
             raise RuntimeClosed("storage engine is not running")
         return self._writer
@@ -340,7 +340,7 @@ class SqliteEngine(StorageEngine):
         return _SqliteObjectStore(self, namespace, object_id)
 
     def list_object_ids(self, namespace: str) -> list[str]:
-        rows = self.reader().execute(
+        rows = self._connection().execute(
             "SELECT object FROM kv WHERE ns=? UNION SELECT object FROM alarms WHERE ns=? AND sql=0",
             (namespace, namespace),
         )
@@ -386,15 +386,15 @@ class SqliteEngine(StorageEngine):
     ) -> list[AlarmEntry]:
         # Both forms read the covering index alarms_due (due_ms, then the key).
         if after is None:
-            rows = self.reader().execute(_DUE, (now_ms, limit))
+            rows = self._connection().execute(_DUE, (now_ms, limit))
         else:
             position = (after.due_ms, after.namespace, bytes.fromhex(after.object_id))
-            rows = self.reader().execute(_DUE_AFTER, (now_ms, *position, limit))
+            rows = self._connection().execute(_DUE_AFTER, (now_ms, *position, limit))
         return [_entry(row) for row in rows]
 
     def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
         row = (
-            self.reader()
+            self._connection()
             .execute(
                 f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE ns=? AND object=?",
                 (namespace, bytes.fromhex(object_id)),
@@ -405,7 +405,7 @@ class SqliteEngine(StorageEngine):
 
     def next_alarm_after(self, now_ms: int) -> int | None:
         row = (
-            self.reader()
+            self._connection()
             .execute(
                 "SELECT due_ms FROM alarms WHERE due_ms > ? ORDER BY due_ms LIMIT 1", (now_ms,)
             )
