@@ -2,6 +2,8 @@
 
 Prints ``try NAME`` before each call and ``ack NAME VALUE`` once the call has
 returned (the output gate has released it), flushing every line, until killed.
+Arguments: data directory, objects, workers, and the engine's checkpoint
+interval in seconds (a short one starts the WAL over many times before the kill).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import random
 import sys
 
 import roost
+from roost.storage import SqliteEngine
 
 
 class Counter(roost.DurableObject):
@@ -21,8 +24,9 @@ class Counter(roost.DurableObject):
         return value
 
 
-async def main(data_dir: str, objects: int, workers: int) -> None:
-    async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
+async def main(data_dir: str, objects: int, workers: int, interval: float) -> None:
+    engine = SqliteEngine(data_dir, checkpoint_interval=interval)
+    async with roost.Runtime({"COUNTER": Counter}, engine=engine) as rt:
         out = sys.stdout
 
         async def worker() -> None:
@@ -38,4 +42,4 @@ async def main(data_dir: str, objects: int, workers: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))

@@ -26,10 +26,10 @@ class Counter(roost.DurableObject):
         return int(await self.ctx.storage.get("value") or 0)
 
 
-def run_and_kill(data_dir: str, seconds: float) -> list[str]:
+def run_and_kill(data_dir: str, seconds: float, checkpoint_interval: float) -> list[str]:
     lines: list[str] = []
     with subprocess.Popen(
-        [sys.executable, str(CHILD), data_dir, "20", "16"],
+        [sys.executable, str(CHILD), data_dir, "20", "16", str(checkpoint_interval)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -54,8 +54,11 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(data_dir: str) -> N
     acked: dict[str, int] = {}
     rounds = scaled(4, 20)
     total_acks = 0
-    for _ in range(rounds):
-        for line in await asyncio.to_thread(run_and_kill, data_dir, random.uniform(0.8, 2.0)):
+    for round_ in range(rounds):
+        # Every other round checkpoints (and starts the WAL over) every 20 ms.
+        interval = 0.02 if round_ % 2 else 1.0
+        seconds = random.uniform(0.8, 2.0)
+        for line in await asyncio.to_thread(run_and_kill, data_dir, seconds, interval):
             parts = line.split()
             if parts[0] == "try":
                 attempts[parts[1]] += 1

@@ -61,7 +61,7 @@ from .engine import Outcome as _Outcome
 from .objectdb import ObjectDatabase
 from .objectfiles import ObjectFiles
 from .sqlobject import SqlObjectStore
-from .walsync import WalSyncer
+from .walsync import CHECKPOINT_INTERVAL, WalSyncer
 
 __all__ = ["SqliteEngine"]
 
@@ -239,11 +239,23 @@ class SqliteEngine(StorageEngine):
         (the WAL is ``fsync``ed before outputs leave): acknowledged writes survive
         ``kill -9`` and power loss.  ``"process"`` (no ``fsync``) survives ``kill -9`` of the
         server but may lose the last commits on power loss or an OS crash.
+    checkpoint_interval:
+        Seconds between checkpoints of the WAL into the database file while
+        writes continue; each one lets the WAL start over, so under steady load
+        it holds about this many seconds of commits (:mod:`.walsync`).
     """
 
-    def __init__(self, data_dir: str | Path, *, durability: Durability = "full") -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        durability: Durability = "full",
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
+    ) -> None:
         super().__init__()
         check_durability(durability)
+        if not checkpoint_interval > 0:
+            raise ValueError(f"checkpoint_interval must be positive, not {checkpoint_interval!r}")
         self.path = Path(data_dir) / _DB_NAME
         self.durability = durability
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
@@ -254,6 +266,10 @@ class SqliteEngine(StorageEngine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
         self.batches_committed = 0
+        self.checkpoint_interval = checkpoint_interval
+        # While the checkpoint thread's quiet pass runs, commits wait (walsync).
+        self._held = False
+        self._flush_deferred = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -272,7 +288,14 @@ class SqliteEngine(StorageEngine):
             writer.execute("PRAGMA synchronous=OFF")
             checkpointer = self._connect()
             checkpointer.execute("PRAGMA synchronous=FULL")
-            syncer = WalSyncer(loop, self.path, checkpointer, fsync=self.durability == "full")
+            syncer = WalSyncer(
+                loop,
+                self.path,
+                checkpointer,
+                fsync=self.durability == "full",
+                hold_commits=self._hold_commits,
+                checkpoint_interval=self.checkpoint_interval,
+            )
         except (OSError, sqlite3.Error) as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -288,6 +311,7 @@ class SqliteEngine(StorageEngine):
         if self._closed:
             return
         if self._writer is not None:
+            self._held = False  # a quiet pass in progress must not strand these
             self._flush()  # seals the batches still open: they commit too
         self._closed = True
         if self._writer is not None:
@@ -473,8 +497,20 @@ class SqliteEngine(StorageEngine):
             raise RuntimeClosed("storage engine is not running")
         self._syncer.sync_hook = hook
 
+    def _hold_commits(self, hold: bool) -> None:
+        """Hold commits back (they queue) or let them go; called on the loop."""
+        self._held = hold
+        if not hold and self._flush_deferred:
+            self._flush_deferred = False
+            self._flush()
+
     def _flush(self) -> None:
         if self._queue is None:
+            return
+        if self._held:
+            # The queue stays scheduled-for, so nothing reschedules it: the
+            # release above flushes everything that queued meanwhile.
+            self._flush_deferred = True
             return
         group = self._queue.take()
         if not group or self._writer is None:
