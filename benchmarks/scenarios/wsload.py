@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
 import sys
@@ -37,10 +36,10 @@ from typing import Any
 
 import uvloop
 
+from ..harness import cpu_seconds
 from .wsclient import Client, connect
 
 CHAT_PREFIX = b'{"name": '
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def raise_fd_limit() -> None:
@@ -48,13 +47,6 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> int:
