@@ -70,7 +70,7 @@ async def test_the_wal_starts_over_under_steady_load_and_keeps_every_write(
     # With durability="process" no commit ever waits for the disk, so commits
     # follow each other on every turn of the loop: without the quiet passes
     # this WAL never starts over.  (With "full", the fsync waits leave gaps.)
-    assert commits > 200, "too little load to prove anything"
+    assert commits > 50, "too little load to prove anything"
     assert generations[-1] >= 3, f"the WAL never started over under load: {generations}"
     async with roost.Runtime({"COUNTER": Counter}, data_dir=tmp_path) as rt:
         for name, value in acked.items():
