@@ -269,7 +269,6 @@ class SqliteEngine(StorageEngine):
         self.checkpoint_interval = checkpoint_interval
         # While the checkpoint thread's quiet pass runs, commits wait (walsync).
         self._held = False
-        self._flush_deferred = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -500,9 +499,8 @@ class SqliteEngine(StorageEngine):
     def _hold_commits(self, hold: bool) -> None:
         """Hold commits back (they queue) or let them go; called on the loop."""
         self._held = hold
-        if not hold and self._flush_deferred:
-            self._flush_deferred = False
-            self._flush()
+        if not hold:
+            self._flush()  # whatever queued meanwhile (nothing: an empty take)
 
     def _flush(self) -> None:
         if self._queue is None:
@@ -510,7 +508,6 @@ class SqliteEngine(StorageEngine):
         if self._held:
             # The queue stays scheduled-for, so nothing reschedules it: the
             # release above flushes everything that queued meanwhile.
-            self._flush_deferred = True
             return
         group = self._queue.take()
         if not group or self._writer is None:

@@ -16,7 +16,7 @@ from its beginning again) only when a write transaction begins after a
 checkpoint copied *every* frame, and a checkpoint copies only the frames that
 existed when it began.  Under steady load the event loop commits every few
 milliseconds, so some commit always lands while the checkpoint runs: measured,
-the WAL never restarted while load lasted, and grew by 14 MB a second under the
+the WAL never restarted while load lasted, and grew by 12-14 MB a second under the
 HTTP benchmark (and every append to fresh file space costs the kernel more than
 an overwrite: block reservation, zeroing, a size change to sync).  So each round
 ends with a short *quiet pass*: the thread asks the loop to hold its commits
