@@ -47,6 +47,9 @@ class Figure:
     runs: list[float] = field(default_factory=list)
     baselines: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    #: The server core's steal time during each timed run, in % of its ticks, by
+    #: target ("roost" and each baseline's name); empty where it was not measured.
+    steal: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def median(self) -> float:
@@ -90,6 +93,7 @@ class Figure:
             },
             "ratio": self.ratios(),
             "round_ratios": self.round_ratios(),
+            "server_core_steal_pct": self.steal,
             "note": self.note,
         }
 
@@ -108,6 +112,26 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def core_ticks(core: str) -> tuple[int, int]:
+    """(steal, all) clock ticks of one CPU so far, from ``/proc/stat``.
+
+    Steal is time the hypervisor gave this virtual CPU's slot to someone else:
+    on a shared machine it is the part of a slow run that is not the server's doing.
+    """
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{core} "):
+                ticks = [int(x) for x in line.split()[1:]]
+                return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])
+    return 0, 0
+
+
+def steal_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Steal over all ticks between two :func:`core_ticks` readings, in %."""
+    total = after[1] - before[1]
+    return 100 * (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def http_get(url: str, timeout: float = 5.0) -> str:

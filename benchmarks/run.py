@@ -75,6 +75,13 @@ def _ratio_cell(figure: Figure, baseline: str) -> str:
     return text
 
 
+def _steal_cell(figure: Figure) -> str:
+    """The highest steal time of the server core in any run of the figure (any
+    target): above a few %, the machine, not the server, set that run's pace."""
+    values = [v for runs in figure.steal.values() for v in runs if not math.isnan(v)]
+    return _fmt(max(values)) if values else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO", help=", ".join(SCENARIOS))
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "unit",
         "vs (a) dict",
         "vs (b) sqlite",
+        "steal %",
     ):
         table.add_column(
             column, justify="right" if column not in ("scenario", "figure") else "left"
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             f.unit,
             _ratio_cell(f, "a-dict"),
             _ratio_cell(f, "b-sqlite"),
+            _steal_cell(f),
         )
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from ..harness import VENV_BIN, Figure, cpu_seconds, free_port, http_get, server, wrk
+from ..harness import (
+    SERVER_CORE,
+    VENV_BIN,
+    Figure,
+    core_ticks,
+    cpu_seconds,
+    free_port,
+    http_get,
+    server,
+    steal_percent,
+    wrk,
+)
 
 
 def _commands(kind: str, port: int, data: Path) -> tuple[list[str], dict[str, str]]:
@@ -44,11 +57,12 @@ def _measure(
                 url = f"http://127.0.0.1:{port}"
                 with server(argv, port=port, env=env) as proc:
                     warm = wrk(url, seconds=1, connections=connections, path=path, spread=spread)
-                    cpu = cpu_seconds(proc.pid)
+                    cpu, ticks = cpu_seconds(proc.pid), core_ticks(SERVER_CORE)
                     report = wrk(
                         url, seconds=seconds, connections=connections, path=path, spread=spread
                     )
                     report["cpu_s"] = cpu_seconds(proc.pid) - cpu
+                    report["steal_pct"] = steal_percent(ticks, core_ticks(SERVER_CORE))
                     if scenario == "http-inc-hot":
                         stored = int(http_get(f"{url}/counter/hot"))
                         ok = warm["ok"] + report["ok"]
@@ -72,18 +86,37 @@ def _throughput(scenario: str, results: dict[str, list[dict[str, float]]]) -> li
     neighbours take part of the server's core (steal time) it moves less than
     the first, so it says whether a change in throughput is the server's own.
     """
-    figure = Figure(scenario, "throughput", "req/s")
-    per_cpu = Figure(scenario, "requests per server CPU-second", "req/cpu-s")
-    for fig, measure in ((figure, _rps), (per_cpu, _per_cpu_second)):
-        fig.runs = [measure(r) for r in results["roost"]]
-        fig.baselines = {
-            "a-dict": [measure(r) for r in results["dict"]],
-            "b-sqlite": [measure(r) for r in results["sqlite"]],
-        }
+    figure = _figure(Figure(scenario, "throughput", "req/s"), results, _rps)
+    per_cpu = _figure(
+        Figure(scenario, "requests per server CPU-second", "req/cpu-s"), results, _per_cpu_second
+    )
     errors = sum(r["errors"] for r in results["roost"])
     if errors:
         figure.note = f"{errors} non-2xx/socket errors in Roost's runs"
     return [figure, per_cpu]
+
+
+#: Each baseline's name in the figures, by its target name here.
+_BASELINES = {"dict": "a-dict", "sqlite": "b-sqlite"}
+
+
+def _figure(
+    figure: Figure,
+    results: dict[str, list[dict[str, float]]],
+    measure: Callable[[dict[str, float]], float],
+) -> Figure:
+    """``figure`` with every target's runs measured by ``measure``, and the steal
+    time of the server core during each run."""
+    figure.runs = [measure(r) for r in results["roost"]]
+    figure.baselines = {name: [measure(r) for r in results[t]] for t, name in _BASELINES.items()}
+    figure.steal = {
+        _BASELINES.get(t, t): [round(r["steal_pct"], 2) for r in results[t]] for t in TARGETS
+    }
+    return figure
+
+
+def _latency_ms(pct: str, report: dict[str, float]) -> float:
+    return report[f"{pct}_us"] / 1000
 
 
 def _rps(report: dict[str, float]) -> float:
@@ -124,10 +157,5 @@ def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
             continue
         for pct in ("p50", "p99"):
             fig = Figure("http-inc-hot-c1", f"latency {pct}", "ms", higher_is_better=False)
-            fig.runs = [r[f"{pct}_us"] / 1000 for r in res["roost"]]
-            fig.baselines = {
-                "a-dict": [r[f"{pct}_us"] / 1000 for r in res["dict"]],
-                "b-sqlite": [r[f"{pct}_us"] / 1000 for r in res["sqlite"]],
-            }
-            figures.append(fig)
+            figures.append(_figure(fig, res, functools.partial(_latency_ms, pct)))
     return figures
