@@ -118,7 +118,7 @@ def core_ticks(core: str) -> tuple[int, int]:
     """(steal, all) clock ticks of one CPU so far, from ``/proc/stat``.
 
     Steal is time the hypervisor gave this virtual CPU's slot to someone else:
-    on a shared machine it is the part of a slow run that is not the server's doing.
+    on a shared machine, one part of a slow run that is not the server's doing.
     """
     with open("/proc/stat") as stat:
         for line in stat:

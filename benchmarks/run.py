@@ -77,7 +77,7 @@ def _ratio_cell(figure: Figure, baseline: str) -> str:
 
 def _steal_cell(figure: Figure) -> str:
     """The highest steal time of the server core in any run of the figure (any
-    target): above a few %, the machine, not the server, set that run's pace."""
+    target): above a few %, the machine slowed that run, whatever the server did."""
     values = [v for runs in figure.steal.values() for v in runs if not math.isnan(v)]
     return _fmt(max(values)) if values else ""
 
