@@ -16,7 +16,11 @@ def repeat(
     runs: int,
     units: dict[str, tuple[str, bool]],
 ) -> list[Figure]:
-    """Run ``module`` ``runs`` times pinned to one core; collect each figure's runs."""
+    """Run ``module`` ``runs`` times pinned to one core; collect each figure's runs.
+
+    An item with ``steal_pct`` (the core's steal time while it was measured)
+    adds it to the figure's :attr:`~benchmarks.harness.Figure.steal`.
+    """
     figures: dict[str, Figure] = {}
     for _ in range(runs):
         for item in run_python(module, ["--quick"] if quick else []):
@@ -24,6 +28,8 @@ def repeat(
             unit, higher = units.get(name, (item.get("unit", ""), True))
             fig = figures.setdefault(name, Figure(scenario, name, unit, higher_is_better=higher))
             fig.runs.append(float(item["value"]))
+            if "steal_pct" in item:
+                fig.steal.setdefault("roost", []).append(round(float(item["steal_pct"]), 2))
             if item.get("note"):
                 fig.note = item["note"]
     return list(figures.values())

@@ -1,4 +1,11 @@
-"""rpc-inc: durable increments through in-process RPC, 64 concurrent callers."""
+"""rpc-inc: durable increments through in-process RPC, 64 concurrent callers.
+
+Besides calls/s, each half reports the process's CPU per call (all threads) and
+how busy it kept its core (CPU time over wall time).  Every caller waits for its
+increment's ``fsync`` before its next call, so the rate is bound by the CPU or by
+the disk: a core busy well under 100 % means the run waited on ``fsync``s, and
+its CPU per call still compares across runs.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,21 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
 import uvloop
 
 import roost
 
-from ..harness import Figure, emit
+from ..harness import SERVER_CORE, Figure, core_ticks, emit, steal_percent
 from .inprocess import repeat
+
+#: Units and direction of the figures besides the rate (less CPU per call is better).
+_UNITS = {
+    f"{half}{suffix}": unit
+    for half in ("one object", "spread over 10,000")
+    for suffix, unit in ((": CPU per call", ("µs", False)), (": core busy", ("%", True)))
+}
 
 
 class Counter(roost.DurableObject):
@@ -23,6 +38,27 @@ class Counter(roost.DurableObject):
         return value
 
 
+async def _timed(
+    name: str, calls: int, callers: int, call: Callable[[], Awaitable[object]]
+) -> list[dict[str, object]]:
+    """Run ``calls`` calls from ``callers`` concurrent loops; the figures of ``name``."""
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            await call()
+
+    done = calls // callers * callers
+    ticks, cpu, start = core_ticks(SERVER_CORE), time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller(calls // callers) for _ in range(callers)))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    steal = steal_percent(ticks, core_ticks(SERVER_CORE))
+    return [
+        {"figure": name, "unit": "calls/s", "value": done / wall, "steal_pct": steal},
+        {"figure": f"{name}: CPU per call", "value": cpu / done * 1e6, "steal_pct": steal},
+        {"figure": f"{name}: core busy", "value": 100 * cpu / wall, "steal_pct": steal},
+    ]
+
+
 async def _measure(quick: bool) -> list[dict[str, object]]:
     calls = 20_000 if quick else 200_000
     callers = 64
@@ -30,36 +66,21 @@ async def _measure(quick: bool) -> list[dict[str, object]]:
         async with roost.Runtime({"COUNTER": Counter}, data_dir=data) as rt:
             ns = rt.env.COUNTER
             hot = ns.get_by_name("hot")
-
-            async def one_object(n: int) -> None:
-                for _ in range(n):
-                    await hot.increment()
-
-            start = time.perf_counter()
-            await asyncio.gather(*(one_object(calls // callers) for _ in range(callers)))
-            one = calls // callers * callers / (time.perf_counter() - start)
+            figures = await _timed("one object", calls, callers, lambda: hot.increment())
             assert await hot.increment(0) == calls // callers * callers
 
             stubs = [ns.get_by_name(f"c{i}") for i in range(10_000)]
             await asyncio.gather(*(s.increment(0) for s in stubs))  # activate them all
-
-            async def spread(n: int) -> None:
-                for _ in range(n):
-                    await random.choice(stubs).increment()
-
-            start = time.perf_counter()
-            await asyncio.gather(*(spread(calls // callers) for _ in range(callers)))
-            spread_rate = calls // callers * callers / (time.perf_counter() - start)
-    return [
-        {"figure": "one object", "unit": "calls/s", "value": one},
-        {"figure": "spread over 10,000", "unit": "calls/s", "value": spread_rate},
-    ]
+            figures += await _timed(
+                "spread over 10,000", calls, callers, lambda: random.choice(stubs).increment()
+            )
+    return figures
 
 
 def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
     if "rpc-inc" not in only:
         return []
-    return repeat("benchmarks.scenarios.rpc", "rpc-inc", quick=quick, runs=runs, units={})
+    return repeat("benchmarks.scenarios.rpc", "rpc-inc", quick=quick, runs=runs, units=_UNITS)
 
 
 if __name__ == "__main__":
