@@ -4,7 +4,10 @@ Layout (measured in ``docs/storage.md``): one WAL-mode database file,
 ``<data_dir>/objects.sqlite3``, with a ``WITHOUT ROWID`` table keyed by
 ``(namespace, object, key)``.  An object that stores one small value costs one
 row, no file, no schema and no fsync of its own, so the millionth object costs
-what the first did.
+what the first did.  The file is reached through apsw, whose bundled SQLite is
+newer and cheaper per statement than the system's (``docs/storage.md``); only
+apsw ever opens it, since two SQLite libraries in one process would drop each
+other's POSIX locks on a shared file.
 
 Writes are *group-committed* on the event loop: once per turn of the loop the
 engine seals every object's open batch (:class:`.engine.CommitQueue`), applies
@@ -39,10 +42,11 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+
+import apsw
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
 from .engine import (
@@ -128,7 +132,7 @@ ON CONFLICT (ns, object) DO UPDATE SET
 """
 
 #: An engine write run inside the next group transaction, in order; returns a result.
-_Op = Callable[[sqlite3.Connection], Any]
+_Op = Callable[[apsw.Connection], Any]
 _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
 
 
@@ -188,9 +192,7 @@ class _SqliteObjectStore(ObjectStore):
         self._engine.enqueue(self, batch, done)
 
 
-def _apply_all(
-    conn: sqlite3.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]
-) -> None:
+def _apply_all(conn: apsw.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]) -> None:
     """Apply ``batches`` in order with as few statements as possible.
 
     Only the last write of each key counts, so a group of many objects' batches
@@ -261,7 +263,7 @@ class SqliteEngine(StorageEngine):
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._queue: CommitQueue[_Item] | None = None
         self._lock_fd: int | None = None
-        self._writer: sqlite3.Connection | None = None
+        self._writer: apsw.Connection | None = None
         self._syncer: WalSyncer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
@@ -295,7 +297,7 @@ class SqliteEngine(StorageEngine):
                 hold_commits=self._hold_commits,
                 checkpoint_interval=self.checkpoint_interval,
             )
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, apsw.Error) as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -325,18 +327,17 @@ class SqliteEngine(StorageEngine):
             os.close(self._lock_fd)  # releases the data directory's lock
             self._lock_fd = None
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+    def _connect(self) -> apsw.Connection:
+        conn = apsw.Connection(str(self.path))
+        conn.set_busy_timeout(30_000)
         # Only a new database takes it (before WAL mode writes the header).
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.executescript(_SCHEMA)
+    def _prepare(self, conn: apsw.Connection) -> None:
+        conn.execute(_SCHEMA)  # apsw runs every statement of the script
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
         if row is None or row[0] == 1:  # version 1 had no alarms; the script added them
             conn.execute(
@@ -351,7 +352,7 @@ class SqliteEngine(StorageEngine):
 
     # -- reads -----------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> apsw.Connection:
         """The one connection: commits use it, and so do reads, between commits."""
         if self._writer is None:
             raise RuntimeClosed("storage engine is not running")
@@ -397,7 +398,7 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[None] | None:
         obj = bytes.fromhex(object_id)
 
-        def lower(conn: sqlite3.Connection) -> None:
+        def lower(conn: apsw.Connection) -> None:
             conn.execute(_INDEX_LOWER, (namespace, obj, due_ms))
 
         return self.enqueue_op(lower)
@@ -441,16 +442,16 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[bool]:
         key = (entry.namespace, bytes.fromhex(entry.object_id), entry.gen)
 
-        def update(conn: sqlite3.Connection) -> bool:
+        def update(conn: apsw.Connection) -> bool:
             if due_ms is None:
-                cursor = conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
+                conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
             else:
-                cursor = conn.execute(
+                conn.execute(
                     "UPDATE alarms SET due_ms=?, retry_count=?, gen=gen+1"
                     " WHERE ns=? AND object=? AND gen=?",
                     (due_ms, retry_count, *key),
                 )
-            return cursor.rowcount > 0
+            return conn.changes() > 0
 
         return self.enqueue_op(update)
 
@@ -516,7 +517,7 @@ class SqliteEngine(StorageEngine):
         assert self._syncer is not None
         self._syncer.release_after_sync(outcomes)
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[_Item]) -> list[_Outcome]:
+    def _commit_group(self, conn: apsw.Connection, group: list[_Item]) -> list[_Outcome]:
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -549,7 +550,7 @@ class SqliteEngine(StorageEngine):
         return outcomes
 
     def _apply(
-        self, conn: sqlite3.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
+        self, conn: apsw.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
     ) -> Any:
         if store is None:
             return work(conn)  # type: ignore[operator]
@@ -561,7 +562,7 @@ class SqliteEngine(StorageEngine):
 
     def _commit_one(
         self,
-        conn: sqlite3.Connection,
+        conn: apsw.Connection,
         store: _SqliteObjectStore | None,
         work: WriteBatch | _Op,
         future: asyncio.Future[Any],
@@ -574,7 +575,7 @@ class SqliteEngine(StorageEngine):
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(apsw.Error):
                     conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {exc}")
             failure.__cause__ = exc
