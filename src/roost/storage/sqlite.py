@@ -4,10 +4,7 @@ Layout (measured in ``docs/storage.md``): one WAL-mode database file,
 ``<data_dir>/objects.sqlite3``, with a ``WITHOUT ROWID`` table keyed by
 ``(namespace, object, key)``.  An object that stores one small value costs one
 row, no file, no schema and no fsync of its own, so the millionth object costs
-what the first did.  The file is reached through apsw, whose bundled SQLite is
-newer and cheaper per statement than the system's (``docs/storage.md``); only
-apsw ever opens it, since two SQLite libraries in one process would drop each
-other's POSIX locks on a shared file.
+what the first did.
 
 Writes are *group-committed* on the event loop: once per turn of the loop the
 engine seals every object's open batch (:class:`.engine.CommitQueue`), applies
@@ -42,11 +39,10 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-
-import apsw
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
 from .engine import (
@@ -132,7 +128,7 @@ ON CONFLICT (ns, object) DO UPDATE SET
 """
 
 #: An engine write run inside the next group transaction, in order; returns a result.
-_Op = Callable[[apsw.Connection], Any]
+_Op = Callable[[sqlite3.Connection], Any]
 _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
 
 
@@ -192,7 +188,9 @@ class _SqliteObjectStore(ObjectStore):
         self._engine.enqueue(self, batch, done)
 
 
-def _apply_all(conn: apsw.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]) -> None:
+def _apply_all(
+    conn: sqlite3.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]
+) -> None:
     """Apply ``batches`` in order with as few statements as possible.
 
     Only the last write of each key counts, so a group of many objects' batches
@@ -263,7 +261,7 @@ class SqliteEngine(StorageEngine):
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._queue: CommitQueue[_Item] | None = None
         self._lock_fd: int | None = None
-        self._writer: apsw.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
         self._syncer: WalSyncer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
@@ -297,7 +295,7 @@ class SqliteEngine(StorageEngine):
                 hold_commits=self._hold_commits,
                 checkpoint_interval=self.checkpoint_interval,
             )
-        except (OSError, apsw.Error) as exc:
+        except (OSError, sqlite3.Error) as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -327,17 +325,18 @@ class SqliteEngine(StorageEngine):
             os.close(self._lock_fd)  # releases the data directory's lock
             self._lock_fd = None
 
-    def _connect(self) -> apsw.Connection:
-        conn = apsw.Connection(str(self.path))
-        conn.set_busy_timeout(30_000)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
         # Only a new database takes it (before WAL mode writes the header).
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 
-    def _prepare(self, conn: apsw.Connection) -> None:
-        conn.execute(_SCHEMA)  # apsw runs every statement of the script
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
         if row is None or row[0] == 1:  # version 1 had no alarms; the script added them
             conn.execute(
@@ -352,7 +351,7 @@ class SqliteEngine(StorageEngine):
 
     # -- reads -----------------------------------------------------------------
 
-    def _connection(self) -> apsw.Connection:
+    def _connection(self) -> sqlite3.Connection:
         """The one connection: commits use it, and so do reads, between commits."""
         if self._writer is None:
             raise RuntimeClosed("storage engine is not running")
@@ -398,7 +397,7 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[None] | None:
         obj = bytes.fromhex(object_id)
 
-        def lower(conn: apsw.Connection) -> None:
+        def lower(conn: sqlite3.Connection) -> None:
             conn.execute(_INDEX_LOWER, (namespace, obj, due_ms))
 
         return self.enqueue_op(lower)
@@ -442,16 +441,16 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[bool]:
         key = (entry.namespace, bytes.fromhex(entry.object_id), entry.gen)
 
-        def update(conn: apsw.Connection) -> bool:
+        def update(conn: sqlite3.Connection) -> bool:
             if due_ms is None:
-                conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
+                cursor = conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
             else:
-                conn.execute(
+                cursor = conn.execute(
                     "UPDATE alarms SET due_ms=?, retry_count=?, gen=gen+1"
                     " WHERE ns=? AND object=? AND gen=?",
                     (due_ms, retry_count, *key),
                 )
-            return conn.changes() > 0
+            return cursor.rowcount > 0
 
         return self.enqueue_op(update)
 
@@ -517,7 +516,7 @@ class SqliteEngine(StorageEngine):
         assert self._syncer is not None
         self._syncer.release_after_sync(outcomes)
 
-    def _commit_group(self, conn: apsw.Connection, group: list[_Item]) -> list[_Outcome]:
+    def _commit_group(self, conn: sqlite3.Connection, group: list[_Item]) -> list[_Outcome]:
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -550,7 +549,7 @@ class SqliteEngine(StorageEngine):
         return outcomes
 
     def _apply(
-        self, conn: apsw.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
+        self, conn: sqlite3.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
     ) -> Any:
         if store is None:
             return work(conn)  # type: ignore[operator]
@@ -562,7 +561,7 @@ class SqliteEngine(StorageEngine):
 
     def _commit_one(
         self,
-        conn: apsw.Connection,
+        conn: sqlite3.Connection,
         store: _SqliteObjectStore | None,
         work: WriteBatch | _Op,
         future: asyncio.Future[Any],
@@ -575,7 +574,7 @@ class SqliteEngine(StorageEngine):
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                with contextlib.suppress(apsw.Error):
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {exc}")
             failure.__cause__ = exc
