@@ -40,17 +40,17 @@ class Counter(roost.DurableObject):
 
 
 async def _timed(
-    name: str, calls: int, callers: int, call: Callable[[], Awaitable[object]]
+    name: str, each: int, callers: int, call: Callable[[], Awaitable[object]]
 ) -> list[dict[str, object]]:
-    """Run ``calls`` calls from ``callers`` concurrent loops; the figures of ``name``."""
+    """``callers`` concurrent loops of ``each`` calls; the figures of ``name``."""
 
-    async def caller(n: int) -> None:
-        for _ in range(n):
+    async def caller() -> None:
+        for _ in range(each):
             await call()
 
-    done = calls // callers * callers
+    done = each * callers
     ticks, cpu, start = core_ticks(SERVER_CORE), time.process_time(), time.perf_counter()
-    await asyncio.gather(*(caller(calls // callers) for _ in range(callers)))
+    await asyncio.gather(*(caller() for _ in range(callers)))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     steal = steal_percent(ticks, core_ticks(SERVER_CORE))
     return [
@@ -61,19 +61,19 @@ async def _timed(
 
 
 async def _measure(quick: bool) -> list[dict[str, object]]:
-    calls = 20_000 if quick else 200_000
     callers = 64
+    each = (20_000 if quick else 200_000) // callers
     with tempfile.TemporaryDirectory(prefix="bench-rpc-") as data:
         async with roost.Runtime({"COUNTER": Counter}, data_dir=data) as rt:
             ns = rt.env.COUNTER
             hot = ns.get_by_name("hot")
-            figures = await _timed("one object", calls, callers, lambda: hot.increment())
-            assert await hot.increment(0) == calls // callers * callers
+            figures = await _timed("one object", each, callers, lambda: hot.increment())
+            assert await hot.increment(0) == each * callers
 
             stubs = [ns.get_by_name(f"c{i}") for i in range(10_000)]
             await asyncio.gather(*(s.increment(0) for s in stubs))  # activate them all
             figures += await _timed(
-                "spread over 10,000", calls, callers, lambda: random.choice(stubs).increment()
+                "spread over 10,000", each, callers, lambda: random.choice(stubs).increment()
             )
     return figures
 
