@@ -4,7 +4,12 @@ Layout (measured in ``docs/storage.md``): one WAL-mode database file,
 ``<data_dir>/objects.sqlite3``, with a ``WITHOUT ROWID`` table keyed by
 ``(namespace, object, key)``.  An object that stores one small value costs one
 row, no file, no schema and no fsync of its own, so the millionth object costs
-what the first did.
+what the first did.  A value longer than :data:`_INLINE_MAX` bytes lives in
+``large_values`` (an ordinary rowid table) and its ``kv`` row holds that row's
+integer id instead: a ``WITHOUT ROWID`` table keeps every column in its B-tree
+keys, and SQLite compares a search key against a key that overflows its page
+only after reading the whole record, overflow pages and all, so one large value
+made every lookup or write that passed it in the tree read it.
 
 Writes are *group-committed* on the event loop: once per turn of the loop the
 engine seals every object's open batch (:class:`.engine.CommitQueue`), applies
@@ -38,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -65,7 +71,8 @@ from .walsync import CHECKPOINT_INTERVAL, WalSyncer
 
 __all__ = ["SqliteEngine"]
 
-_SCHEMA_VERSION: Final = 2
+#: 3: values over _INLINE_MAX bytes moved to large_values (2: alarms; 1: kv only).
+_SCHEMA_VERSION: Final = 3
 _DB_NAME: Final = "objects.sqlite3"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS roost_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -76,6 +83,7 @@ CREATE TABLE IF NOT EXISTS kv (
     value BLOB NOT NULL,
     PRIMARY KEY (ns, object, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS large_values (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS alarms (
     ns TEXT NOT NULL,
     object BLOB NOT NULL,
@@ -96,6 +104,16 @@ _PAGE_SIZE: Final = 1024
 #: The WAL file is cut back to this size after a checkpoint lets it restart.
 _WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
 
+#: Longer values go to ``large_values`` (see the module docstring).  A ``kv`` row
+#: must fit the 230 bytes of payload a 1 KiB index page keeps in place: with the
+#: 32-byte object ID, a namespace and a key of up to about 60 bytes between
+#: them, and the record's header, a value of 128 bytes does.
+_INLINE_MAX: Final = 128
+#: A ``kv`` value as stored: the bytes themselves, or the id of its ``large_values`` row.
+_VALUE: Final = (
+    "CASE WHEN typeof(value) = 'integer'"
+    " THEN (SELECT data FROM large_values WHERE id = kv.value) ELSE value END"
+)
 _ALARM_COLUMNS: Final = "ns, object, due_ms, retry_count, gen, sql"
 _DUE: Final = f"""
 SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ?
@@ -111,6 +129,17 @@ ORDER BY due_ms, ns, object LIMIT ?
 _KV_UPSERT: Final = """
 INSERT INTO kv VALUES (?, ?, ?, ?)
 ON CONFLICT (ns, object, key) DO UPDATE SET value = excluded.value
+"""
+# The common write, a small value, updates in place only a row that does not
+# point at a large value; the caller sees the rows skipped in ``rowcount``.
+_KV_UPSERT_SMALL: Final = f"""{_KV_UPSERT} WHERE typeof(kv.value) <> 'integer'"""
+_DROP_LARGE: Final = """
+DELETE FROM large_values WHERE id =
+(SELECT value FROM kv WHERE ns = ? AND object = ? AND key = ? AND typeof(value) = 'integer')
+"""
+_DROP_ALL_LARGE: Final = """
+DELETE FROM large_values WHERE id IN
+(SELECT value FROM kv WHERE ns = ? AND object = ? AND typeof(value) = 'integer')
 """
 # A KV object's alarm: the row is the alarm; any write restarts its retries.
 _ALARM_UPSERT: Final = """
@@ -156,7 +185,7 @@ class _SqliteObjectStore(ObjectStore):
         conn = self._engine._connection()
         if len(keys) == 1:
             row = conn.execute(
-                "SELECT value FROM kv WHERE ns=? AND object=? AND key=?",
+                f"SELECT {_VALUE} FROM kv WHERE ns=? AND object=? AND key=?",
                 (self._ns, self._object, keys[0]),
             ).fetchone()
             return {} if row is None else {keys[0]: row[0]}
@@ -166,7 +195,7 @@ class _SqliteObjectStore(ObjectStore):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT key, value FROM kv WHERE ns=? AND object=? AND key IN ({marks})",
+                f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? AND key IN ({marks})",
                 (self._ns, self._object, *chunk),
             )
             found.update(rows)
@@ -176,7 +205,7 @@ class _SqliteObjectStore(ObjectStore):
         tail, params = query.sql_tail()
         return list(
             self._engine._connection().execute(
-                f"SELECT key, value FROM kv WHERE ns=? AND object=? {tail}",
+                f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? {tail}",
                 (self._ns, self._object, *params),
             )
         )
@@ -189,30 +218,53 @@ class _SqliteObjectStore(ObjectStore):
 
 
 def _apply_all(
-    conn: sqlite3.Connection, batches: list[tuple[_SqliteObjectStore, WriteBatch]]
+    conn: sqlite3.Connection,
+    batches: list[tuple[_SqliteObjectStore, WriteBatch]],
+    large_ids: Iterator[int],
 ) -> None:
     """Apply ``batches`` in order with as few statements as possible.
 
     Only the last write of each key counts, so a group of many objects' batches
     becomes one ``executemany`` of deletes and one of upserts (the per-row
-    Python work of a statement each was most of a group commit's time).
+    Python work of a statement each was most of a group commit's time).  Values
+    over :data:`_INLINE_MAX` bytes get a ``large_values`` row with an id from
+    ``large_ids``; a key's previous large value, if it had one, is deleted.
     """
     final: dict[tuple[str, bytes, str], bytes | None] = {}
     alarms: dict[tuple[str, bytes], int | None] = {}
 
     def flush() -> None:
-        deletes = [key for key, value in final.items() if value is None]
-        puts = [(*key, value) for key, value in final.items() if value is not None]
-        if deletes:
-            conn.executemany("DELETE FROM kv WHERE ns=? AND object=? AND key=?", deletes)
-        if puts:
-            conn.executemany(_KV_UPSERT, puts)
+        deletes: list[tuple[str, bytes, str]] = []
+        small: list[tuple[str, bytes, str, bytes]] = []
+        large: list[tuple[int, bytes]] = []
+        large_rows: list[tuple[str, bytes, str, int]] = []
+        for key, value in final.items():
+            if value is None:
+                deletes.append(key)
+            elif len(value) <= _INLINE_MAX:
+                small.append((*key, value))
+            else:
+                large_id = next(large_ids)
+                large.append((large_id, value))
+                large_rows.append((*key, large_id))
         final.clear()
+        if deletes:
+            conn.executemany(_DROP_LARGE, deletes)
+            conn.executemany("DELETE FROM kv WHERE ns=? AND object=? AND key=?", deletes)
+        if large:
+            conn.executemany(_DROP_LARGE, [row[:3] for row in large_rows])
+            conn.executemany("INSERT INTO large_values VALUES (?, ?)", large)
+            conn.executemany(_KV_UPSERT, large_rows)
+        if small and conn.executemany(_KV_UPSERT_SMALL, small).rowcount != len(small):
+            # Some of these keys held a large value (rare): drop it, then write.
+            conn.executemany(_DROP_LARGE, [row[:3] for row in small])
+            conn.executemany(_KV_UPSERT, small)
 
     for store, batch in batches:
         ns, obj = store._ns, store._object
         if batch.clear:
             flush()  # earlier writes first: the clear must remove them
+            conn.execute(_DROP_ALL_LARGE, (ns, obj))
             conn.execute("DELETE FROM kv WHERE ns=? AND object=?", (ns, obj))
         for key, value in batch.writes.items():
             final[(ns, obj, key)] = value
@@ -269,6 +321,8 @@ class SqliteEngine(StorageEngine):
         self.checkpoint_interval = checkpoint_interval
         # While the checkpoint thread's quiet pass runs, commits wait (walsync).
         self._held = False
+        # Ids for new large_values rows; the writer is this process's alone (LOCK).
+        self._large_ids: Iterator[int] = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -338,16 +392,28 @@ class SqliteEngine(StorageEngine):
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
-        if row is None or row[0] == 1:  # version 1 had no alarms; the script added them
-            conn.execute(
-                "INSERT OR REPLACE INTO roost_meta VALUES ('schema_version', ?)",
-                (_SCHEMA_VERSION,),
-            )
-        elif row[0] != _SCHEMA_VERSION:
+        if row is not None and row[0] not in (1, 2, _SCHEMA_VERSION):
             raise StorageError(
                 f"{self.path} has storage schema version {row[0]}; this Roost reads "
                 f"version {_SCHEMA_VERSION}"
             )
+        if row is None or row[0] != _SCHEMA_VERSION:
+            # Version 1 had no alarms (the script added them); before version
+            # 3 every value was stored in its kv row.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if row is not None:
+                    _move_large_values(conn)
+                conn.execute(
+                    "INSERT OR REPLACE INTO roost_meta VALUES ('schema_version', ?)",
+                    (_SCHEMA_VERSION,),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        last = conn.execute("SELECT max(id) FROM large_values").fetchone()[0]
+        self._large_ids = itertools.count((last or 0) + 1)
 
     # -- reads -----------------------------------------------------------------
 
@@ -523,7 +589,7 @@ class SqliteEngine(StorageEngine):
             run: list[tuple[_SqliteObjectStore, WriteBatch]] = []
             for store, work, _ in group:
                 if store is None:  # an operation of the engine's own, in order
-                    _apply_all(conn, run)
+                    _apply_all(conn, run, self._large_ids)
                     run.clear()
                     results.append(work(conn))  # type: ignore[operator]
                     continue
@@ -532,7 +598,7 @@ class SqliteEngine(StorageEngine):
                     self.check_fault(store, work)
                     run.append((store, work))
                 results.append(None)
-            _apply_all(conn, run)
+            _apply_all(conn, run, self._large_ids)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -556,7 +622,7 @@ class SqliteEngine(StorageEngine):
         if store.broken is None:
             assert isinstance(work, WriteBatch)
             self.check_fault(store, work)
-            _apply_all(conn, [(store, work)])
+            _apply_all(conn, [(store, work)], self._large_ids)
         return None
 
     def _commit_one(
@@ -584,6 +650,23 @@ class SqliteEngine(StorageEngine):
         self.commits += 1
         self.batches_committed += store is not None
         return (future, result, None)
+
+
+def _move_large_values(conn: sqlite3.Connection) -> None:
+    """Move the values over :data:`_INLINE_MAX` bytes out of ``kv`` (schema 2 to 3)."""
+    keys = conn.execute(
+        "SELECT ns, object, key FROM kv WHERE typeof(value) = 'blob' AND length(value) > ?",
+        (_INLINE_MAX,),
+    ).fetchall()
+    for key in keys:
+        moved = conn.execute(
+            "INSERT INTO large_values (data) SELECT value FROM kv"
+            " WHERE ns = ? AND object = ? AND key = ?",
+            key,
+        ).lastrowid
+        conn.execute(
+            "UPDATE kv SET value = ? WHERE ns = ? AND object = ? AND key = ?", (moved, *key)
+        )
 
 
 def _lock_data_dir(directory: Path) -> int:

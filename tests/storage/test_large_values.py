@@ -1,0 +1,130 @@
+"""Values too long for a ``kv`` row live in ``large_values``; nothing leaks, old files move."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import roost
+from roost.codec import encode
+from roost.errors import StorageError
+from roost.ids import IdFactory
+
+BIG = bytes(range(256)) * 40  # 10 KiB: stored out of line
+SMALL = b"tiny"
+
+
+class Box(roost.DurableObject):
+    async def put(self, entries: dict[str, Any]) -> None:
+        await self.ctx.storage.put(entries)
+
+    async def get(self, keys: list[str]) -> dict[str, Any]:
+        return await self.ctx.storage.get(keys)
+
+    async def get_one(self, key: str) -> Any:
+        return await self.ctx.storage.get(key)
+
+    async def listing(self) -> dict[str, Any]:
+        return await self.ctx.storage.list()
+
+    async def delete(self, key: str) -> bool:
+        return await self.ctx.storage.delete(key)
+
+    async def delete_all(self) -> None:
+        await self.ctx.storage.delete_all()
+
+
+def stored(data: Path) -> tuple[int, int, int]:
+    """(large_values rows, kv rows pointing at one, kv rows holding their bytes)."""
+    with closing(sqlite3.connect(data / "objects.sqlite3")) as conn:
+        large = conn.execute("SELECT count(*) FROM large_values").fetchone()[0]
+        pointers, inline = conn.execute(
+            "SELECT count(*) FILTER (WHERE typeof(value) = 'integer'),"
+            " count(*) FILTER (WHERE typeof(value) = 'blob') FROM kv"
+        ).fetchone()
+    return int(large), int(pointers), int(inline)
+
+
+async def test_values_change_size_both_ways_and_leave_nothing_behind(tmp_path: Path) -> None:
+    async with roost.Runtime({"BOX": Box}, data_dir=tmp_path) as rt:
+        box = rt.env.BOX.get_by_name("a")
+        await box.put({"a": SMALL, "b": BIG})
+        assert stored(tmp_path) == (1, 1, 1)
+        assert await box.get(["a", "b"]) == {"a": SMALL, "b": BIG}
+        assert await box.get_one("b") == BIG
+
+        await box.put({"a": BIG + b"a", "b": SMALL})  # small over large, large over small
+        assert stored(tmp_path) == (1, 1, 1)
+        await box.put({"a": BIG + b"again"})  # large over large
+        assert stored(tmp_path) == (1, 1, 1)
+        assert await box.listing() == {"a": BIG + b"again", "b": SMALL}
+
+        assert await box.delete("a")
+        assert stored(tmp_path) == (0, 0, 1)
+        await box.put({"c": BIG, "d": BIG + b"d"})
+        await box.delete_all()
+        assert stored(tmp_path) == (0, 0, 0)
+
+        await box.put({"e": BIG})
+    async with roost.Runtime({"BOX": Box}, data_dir=tmp_path) as rt:
+        box = rt.env.BOX.get_by_name("a")
+        assert await box.listing() == {"e": BIG}
+        await box.put({"f": BIG + b"f"})  # an id after the ones already used
+        assert await box.get(["e", "f"]) == {"e": BIG, "f": BIG + b"f"}
+    assert stored(tmp_path) == (2, 2, 0)
+
+
+async def test_a_value_at_the_limit_stays_in_its_row(tmp_path: Path) -> None:
+    fits = next(bytes(n) for n in range(200) if len(encode(bytes(n))) == 128)
+    over = fits + b"!"
+    async with roost.Runtime({"BOX": Box}, data_dir=tmp_path) as rt:
+        box = rt.env.BOX.get_by_name("a")
+        await box.put({"in": fits, "out": over})
+        assert await box.get(["in", "out"]) == {"in": fits, "out": over}
+    assert stored(tmp_path) == (1, 1, 1)
+
+
+def make_version_2_database(data: Path, values: dict[str, bytes]) -> None:
+    """A data directory as Roost wrote it before large values moved out of line."""
+    with closing(sqlite3.connect(data / "objects.sqlite3")) as conn, conn:
+        conn.execute("PRAGMA page_size=1024")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(
+            """
+            CREATE TABLE roost_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
+            CREATE TABLE kv (ns TEXT NOT NULL, object BLOB NOT NULL, key TEXT NOT NULL,
+                value BLOB NOT NULL, PRIMARY KEY (ns, object, key)) WITHOUT ROWID;
+            INSERT INTO roost_meta VALUES ('schema_version', 2);
+            """
+        )
+        object_id = bytes.fromhex(str(IdFactory("BOX").from_name("a")))
+        conn.executemany(
+            "INSERT INTO kv VALUES ('BOX', ?, ?, ?)",
+            [(object_id, key, encode(value)) for key, value in values.items()],
+        )
+
+
+async def test_a_version_2_database_moves_its_large_values_out(tmp_path: Path) -> None:
+    make_version_2_database(tmp_path, {"big": BIG, "small": SMALL, "big2": BIG + b"2"})
+    async with roost.Runtime({"BOX": Box}, data_dir=tmp_path) as rt:
+        box = rt.env.BOX.get_by_name("a")
+        assert await box.listing() == {"big": BIG, "big2": BIG + b"2", "small": SMALL}
+        await box.put({"big3": BIG + b"3"})
+        await box.put({"big": SMALL})
+    assert stored(tmp_path) == (2, 2, 2)
+    with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn:
+        version = conn.execute("SELECT value FROM roost_meta WHERE key = 'schema_version'")
+        assert version.fetchone()[0] == 3
+
+
+async def test_a_database_from_a_newer_roost_is_refused(tmp_path: Path) -> None:
+    make_version_2_database(tmp_path, {})
+    with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn, conn:
+        conn.execute("UPDATE roost_meta SET value = 4 WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match="schema version 4; this Roost reads version 3"):
+        async with roost.Runtime({"BOX": Box}, data_dir=tmp_path):
+            pass
