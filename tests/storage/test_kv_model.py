@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import tempfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import apsw
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
@@ -192,12 +192,12 @@ class KvModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.loop.run_until_complete(self.runtime.close())
-        with closing(sqlite3.connect(Path(self.dir) / "objects.sqlite3")) as conn:
+        with closing(apsw.Connection(str(Path(self.dir) / "objects.sqlite3"))) as conn:
             # Every large value is referenced by exactly one row: none leaked.
-            large, pointers = conn.execute(
+            ((large, pointers),) = conn.execute(
                 "SELECT (SELECT count(*) FROM large_values),"
                 " (SELECT count(*) FROM kv WHERE typeof(value) = 'integer')"
-            ).fetchone()
+            ).fetchall()
         assert large == pointers
         self.runtime = self._open()
 

@@ -7,6 +7,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 import roost
@@ -40,12 +41,14 @@ class Box(roost.DurableObject):
 
 def stored(data: Path) -> tuple[int, int, int]:
     """(large_values rows, kv rows pointing at one, kv rows holding their bytes)."""
-    with closing(sqlite3.connect(data / "objects.sqlite3")) as conn:
-        large = conn.execute("SELECT count(*) FROM large_values").fetchone()[0]
-        pointers, inline = conn.execute(
-            "SELECT count(*) FILTER (WHERE typeof(value) = 'integer'),"
+    # Through apsw, as the engine: closing a connection of another SQLite
+    # library would drop the engine's POSIX locks on the file.
+    with closing(apsw.Connection(str(data / "objects.sqlite3"))) as conn:
+        ((large, pointers, inline),) = conn.execute(
+            "SELECT (SELECT count(*) FROM large_values),"
+            " count(*) FILTER (WHERE typeof(value) = 'integer'),"
             " count(*) FILTER (WHERE typeof(value) = 'blob') FROM kv"
-        ).fetchone()
+        ).fetchall()
     return int(large), int(pointers), int(inline)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import roost
@@ -18,7 +19,9 @@ class Box(roost.DurableObject):
 
 
 def page_size(data: Path) -> int:
-    with sqlite3.connect(data / "objects.sqlite3") as conn:
+    # Closed at once: the engine reaches this file through apsw's own SQLite,
+    # whose POSIX locks a connection of another SQLite library closing later would drop.
+    with closing(sqlite3.connect(data / "objects.sqlite3")) as conn:
         return int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
@@ -29,7 +32,7 @@ async def test_a_new_database_has_small_pages(tmp_path: Path) -> None:
 
 
 async def test_an_existing_database_keeps_its_pages_and_data(tmp_path: Path) -> None:
-    with sqlite3.connect(tmp_path / "objects.sqlite3") as conn:
+    with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn:
         conn.execute("PRAGMA page_size=4096")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("CREATE TABLE made_before (x)")

@@ -9,7 +9,11 @@ what the first did.  A value longer than :data:`_INLINE_MAX` bytes lives in
 integer id instead: a ``WITHOUT ROWID`` table keeps every column in its B-tree
 keys, and SQLite compares a search key against a key that overflows its page
 only after reading the whole record, overflow pages and all, so one large value
-made every lookup or write that passed it in the tree read it.
+made every lookup or write that passed it in the tree read it.  The file is
+reached through apsw, whose bundled SQLite is newer and cheaper per statement
+than the system's (``docs/storage.md``); only apsw ever opens it, since two
+SQLite libraries in one process would drop each other's POSIX locks on a shared
+file.
 
 Writes are *group-committed* on the event loop: once per turn of the loop the
 engine seals every object's open batch (:class:`.engine.CommitQueue`), applies
@@ -45,10 +49,11 @@ import contextlib
 import fcntl
 import itertools
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
+
+import apsw
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
 from .engine import (
@@ -157,7 +162,7 @@ ON CONFLICT (ns, object) DO UPDATE SET
 """
 
 #: An engine write run inside the next group transaction, in order; returns a result.
-_Op = Callable[[sqlite3.Connection], Any]
+_Op = Callable[[apsw.Connection], Any]
 _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[Any]"]
 
 
@@ -218,7 +223,7 @@ class _SqliteObjectStore(ObjectStore):
 
 
 def _apply_all(
-    conn: sqlite3.Connection,
+    conn: apsw.Connection,
     batches: list[tuple[_SqliteObjectStore, WriteBatch]],
     large_ids: Iterator[int],
 ) -> None:
@@ -255,10 +260,13 @@ def _apply_all(
             conn.executemany(_DROP_LARGE, [row[:3] for row in large_rows])
             conn.executemany("INSERT INTO large_values VALUES (?, ?)", large)
             conn.executemany(_KV_UPSERT, large_rows)
-        if small and conn.executemany(_KV_UPSERT_SMALL, small).rowcount != len(small):
-            # Some of these keys held a large value (rare): drop it, then write.
-            conn.executemany(_DROP_LARGE, [row[:3] for row in small])
-            conn.executemany(_KV_UPSERT, small)
+        if small:
+            before = conn.total_changes()
+            conn.executemany(_KV_UPSERT_SMALL, small)
+            if conn.total_changes() - before != len(small):
+                # Some of these keys held a large value (rare): drop it, then write.
+                conn.executemany(_DROP_LARGE, [row[:3] for row in small])
+                conn.executemany(_KV_UPSERT, small)
 
     for store, batch in batches:
         ns, obj = store._ns, store._object
@@ -313,7 +321,7 @@ class SqliteEngine(StorageEngine):
         self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
         self._queue: CommitQueue[_Item] | None = None
         self._lock_fd: int | None = None
-        self._writer: sqlite3.Connection | None = None
+        self._writer: apsw.Connection | None = None
         self._syncer: WalSyncer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
@@ -349,7 +357,7 @@ class SqliteEngine(StorageEngine):
                 hold_commits=self._hold_commits,
                 checkpoint_interval=self.checkpoint_interval,
             )
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, apsw.Error) as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
@@ -379,18 +387,17 @@ class SqliteEngine(StorageEngine):
             os.close(self._lock_fd)  # releases the data directory's lock
             self._lock_fd = None
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+    def _connect(self) -> apsw.Connection:
+        conn = apsw.Connection(str(self.path))
+        conn.set_busy_timeout(30_000)
         # Only a new database takes it (before WAL mode writes the header).
         conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA cache_size=-65536")
         return conn
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.executescript(_SCHEMA)
+    def _prepare(self, conn: apsw.Connection) -> None:
+        conn.execute(_SCHEMA)  # apsw runs every statement of the script
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
         if row is not None and row[0] not in (1, 2, _SCHEMA_VERSION):
             raise StorageError(
@@ -412,12 +419,13 @@ class SqliteEngine(StorageEngine):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        last = conn.execute("SELECT max(id) FROM large_values").fetchone()[0]
-        self._large_ids = itertools.count((last or 0) + 1)
+        last = conn.execute("SELECT ifnull(max(id), 0) FROM large_values").get
+        assert isinstance(last, int)
+        self._large_ids = itertools.count(last + 1)
 
     # -- reads -----------------------------------------------------------------
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> apsw.Connection:
         """The one connection: commits use it, and so do reads, between commits."""
         if self._writer is None:
             raise RuntimeClosed("storage engine is not running")
@@ -463,7 +471,7 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[None] | None:
         obj = bytes.fromhex(object_id)
 
-        def lower(conn: sqlite3.Connection) -> None:
+        def lower(conn: apsw.Connection) -> None:
             conn.execute(_INDEX_LOWER, (namespace, obj, due_ms))
 
         return self.enqueue_op(lower)
@@ -507,16 +515,16 @@ class SqliteEngine(StorageEngine):
     ) -> asyncio.Future[bool]:
         key = (entry.namespace, bytes.fromhex(entry.object_id), entry.gen)
 
-        def update(conn: sqlite3.Connection) -> bool:
+        def update(conn: apsw.Connection) -> bool:
             if due_ms is None:
-                cursor = conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
+                conn.execute("DELETE FROM alarms WHERE ns=? AND object=? AND gen=?", key)
             else:
-                cursor = conn.execute(
+                conn.execute(
                     "UPDATE alarms SET due_ms=?, retry_count=?, gen=gen+1"
                     " WHERE ns=? AND object=? AND gen=?",
                     (due_ms, retry_count, *key),
                 )
-            return cursor.rowcount > 0
+            return conn.changes() > 0
 
         return self.enqueue_op(update)
 
@@ -582,7 +590,7 @@ class SqliteEngine(StorageEngine):
         assert self._syncer is not None
         self._syncer.release_after_sync(outcomes)
 
-    def _commit_group(self, conn: sqlite3.Connection, group: list[_Item]) -> list[_Outcome]:
+    def _commit_group(self, conn: apsw.Connection, group: list[_Item]) -> list[_Outcome]:
         results: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -615,7 +623,7 @@ class SqliteEngine(StorageEngine):
         return outcomes
 
     def _apply(
-        self, conn: sqlite3.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
+        self, conn: apsw.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
     ) -> Any:
         if store is None:
             return work(conn)  # type: ignore[operator]
@@ -627,7 +635,7 @@ class SqliteEngine(StorageEngine):
 
     def _commit_one(
         self,
-        conn: sqlite3.Connection,
+        conn: apsw.Connection,
         store: _SqliteObjectStore | None,
         work: WriteBatch | _Op,
         future: asyncio.Future[Any],
@@ -640,7 +648,7 @@ class SqliteEngine(StorageEngine):
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(apsw.Error):
                     conn.execute("ROLLBACK")
             failure = CommitFailed(f"commit failed: {exc}")
             failure.__cause__ = exc
@@ -652,18 +660,19 @@ class SqliteEngine(StorageEngine):
         return (future, result, None)
 
 
-def _move_large_values(conn: sqlite3.Connection) -> None:
+def _move_large_values(conn: apsw.Connection) -> None:
     """Move the values over :data:`_INLINE_MAX` bytes out of ``kv`` (schema 2 to 3)."""
     keys = conn.execute(
         "SELECT ns, object, key FROM kv WHERE typeof(value) = 'blob' AND length(value) > ?",
         (_INLINE_MAX,),
     ).fetchall()
     for key in keys:
-        moved = conn.execute(
+        conn.execute(
             "INSERT INTO large_values (data) SELECT value FROM kv"
             " WHERE ns = ? AND object = ? AND key = ?",
             key,
-        ).lastrowid
+        )
+        moved = conn.last_insert_rowid()
         conn.execute(
             "UPDATE kv SET value = ? WHERE ns = ? AND object = ? AND key = ?", (moved, *key)
         )

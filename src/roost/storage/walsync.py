@@ -32,11 +32,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+import apsw
 
 from ..errors import CommitFailed
 from .engine import Outcome, resolve_outcomes
@@ -69,7 +70,7 @@ class WalSyncer:
         self,
         loop: asyncio.AbstractEventLoop,
         path: Path,
-        checkpointer: sqlite3.Connection,
+        checkpointer: apsw.Connection,
         *,
         fsync: bool,
         hold_commits: Callable[[bool], None],
@@ -162,7 +163,7 @@ class _Checkpointer:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        conn: sqlite3.Connection,
+        conn: apsw.Connection,
         wal: str,
         hold_commits: Callable[[bool], None],
         interval: float,
@@ -181,7 +182,7 @@ class _Checkpointer:
         self._stop.set()
         self.dirty.set()
         self._thread.join()
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(apsw.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
 
@@ -193,7 +194,7 @@ class _Checkpointer:
             self.dirty.clear()
             try:
                 self._round()
-            except sqlite3.Error as exc:  # retried after the next interval
+            except apsw.Error as exc:  # retried after the next interval
                 log.warning("checkpoint of %s failed: %s", self._wal, exc)
 
     def _round(self) -> None:
@@ -208,7 +209,10 @@ class _Checkpointer:
 
     def _passive(self) -> int:
         """One PASSIVE checkpoint; returns the WAL's length in frames as it saw it."""
+        # The PRAGMA, not Connection.wal_checkpoint: it reports a busy lock in
+        # its row rather than raising.
         row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert row is not None  # the PRAGMA always answers one row
         return int(row[1])
 
     def _quiet_pass(self) -> None:
