@@ -131,3 +131,47 @@ async def test_a_database_from_a_newer_roost_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="schema version 4; this Roost reads version 3"):
         async with roost.Runtime({"BOX": Box}, data_dir=tmp_path):
             pass
+
+
+class SqlBox(roost.DurableObject, sql=True):
+    async def put(self, entries: dict[str, Any]) -> None:
+        await self.ctx.storage.put(entries)
+
+    async def listing(self) -> dict[str, Any]:
+        return await self.ctx.storage.list()
+
+
+def kv_table_sql(data: Path) -> str:
+    (path,) = (data / "objects").rglob("*.sqlite3")
+    with closing(sqlite3.connect(path)) as conn:
+        return str(
+            conn.execute("SELECT sql FROM sqlite_master WHERE name = '_roost_kv'").fetchone()[0]
+        )
+
+
+async def test_a_sql_objects_kv_table_written_without_rowid_is_rebuilt(tmp_path: Path) -> None:
+    values = {"big": BIG, "small": SMALL, "big2": BIG + b"2"}
+    async with roost.Runtime({"BOX": SqlBox}, data_dir=tmp_path) as rt:
+        await rt.env.BOX.get_by_name("a").put(values)
+    assert "WITHOUT ROWID" not in kv_table_sql(tmp_path).upper()
+    # Rewrite the table as Roost wrote it before: the value inside the B-tree key.
+    (path,) = (tmp_path / "objects").rglob("*.sqlite3")
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(
+            """
+            CREATE TABLE _roost_kv_old (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+            INSERT INTO _roost_kv_old SELECT key, value FROM _roost_kv;
+            DROP TABLE _roost_kv;
+            ALTER TABLE _roost_kv_old RENAME TO _roost_kv;
+            """
+        )
+    assert "WITHOUT ROWID" in kv_table_sql(tmp_path).upper()
+    async with roost.Runtime({"BOX": SqlBox}, data_dir=tmp_path) as rt:
+        box = rt.env.BOX.get_by_name("a")
+        assert await box.listing() == dict(sorted(values.items()))
+        await box.put({"later": SMALL})
+    assert "WITHOUT ROWID" not in kv_table_sql(tmp_path).upper()
+    async with roost.Runtime({"BOX": SqlBox}, data_dir=tmp_path) as rt:
+        assert await rt.env.BOX.get_by_name("a").listing() == dict(
+            sorted({**values, "later": SMALL}.items())
+        )

@@ -41,11 +41,22 @@ def internal(sql: str) -> str:
     return f"/* roost {_TAG} */ {sql}"
 
 
+# ``_roost_kv`` is a rowid table (its key in an index of its own), not ``WITHOUT
+# ROWID``: there each row is a B-tree key, value included, and SQLite reads the
+# whole of a key that overflows its page before comparing it, so every search
+# that passed a large value read it (docs/storage.md).
 _SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS _roost_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-    " WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS _roost_kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS _roost_alarm"
     " (id INTEGER PRIMARY KEY CHECK (id = 0), alarm_ms INTEGER NOT NULL)",
+)
+_KV_TABLE_SQL: Final = internal("SELECT sql FROM sqlite_master WHERE name = '_roost_kv'")
+#: Files written before the change hold ``_roost_kv`` as ``WITHOUT ROWID``.
+_KV_REBUILD: Final = (
+    "CREATE TABLE _roost_kv_rebuilt (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "INSERT INTO _roost_kv_rebuilt SELECT key, value FROM _roost_kv ORDER BY key",
+    "DROP TABLE _roost_kv",
+    "ALTER TABLE _roost_kv_rebuilt RENAME TO _roost_kv",
 )
 _BEGIN: Final = internal("BEGIN")
 _COMMIT: Final = internal("COMMIT")
@@ -104,6 +115,16 @@ class ObjectDatabase:
         self.unsealed = False
         conn.set_authorizer(self.policy)
         with self.trusted():
+            row = conn.execute(_KV_TABLE_SQL).fetchone()
+            if row is not None and "WITHOUT ROWID" in row[0].upper():
+                conn.execute(_BEGIN)
+                try:
+                    for statement in _KV_REBUILD:
+                        conn.execute(internal(statement))
+                    conn.execute(_COMMIT)
+                except BaseException:
+                    conn.execute(_ROLLBACK)
+                    raise
             for statement in _SCHEMA:
                 conn.execute(internal(statement))
         self._marker = self._change_marker()
