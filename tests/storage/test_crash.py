@@ -11,8 +11,10 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
+from contextlib import closing
 from pathlib import Path
 
+import apsw
 import pytest
 
 import roost
@@ -22,8 +24,20 @@ CHILD = Path(__file__).with_name("crash_child.py")
 
 
 class Counter(roost.DurableObject):
-    async def read(self) -> int:
-        return int(await self.ctx.storage.get("value") or 0)
+    async def read(self) -> tuple[int, int | None]:
+        """The count, and the count its log entry (a value stored out of line when
+        its padding is long) was written with: the same batch, so the same."""
+        log = await self.ctx.storage.get("log")
+        return int(await self.ctx.storage.get("value") or 0), None if log is None else log["last"]
+
+
+def large_values_all_referenced(data_dir: str) -> bool:
+    with closing(apsw.Connection(str(Path(data_dir) / "objects.sqlite3"))) as conn:
+        ((large, pointers),) = conn.execute(
+            "SELECT (SELECT count(*) FROM large_values),"
+            " (SELECT count(*) FROM kv WHERE typeof(value) = 'integer')"
+        ).fetchall()
+    return bool(large == pointers)
 
 
 def run_and_kill(data_dir: str, seconds: float, checkpoint_interval: float) -> list[str]:
@@ -67,7 +81,9 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(data_dir: str) -> N
                 total_acks += 1
         async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
             for name in set(attempts) | set(acked):
-                value = await rt.env.COUNTER.get_by_name(name).read()
+                value, logged = await rt.env.COUNTER.get_by_name(name).read()
                 assert value >= acked.get(name, 0), f"{name}: acknowledged write lost"
                 assert value <= attempts[name], f"{name}: more increments than attempts"
+                assert logged == (value or None), f"{name}: half a batch survived"
+        assert large_values_all_referenced(data_dir), "a large value leaked"
     assert total_acks > 100 * rounds, "the child made too little progress to prove anything"
