@@ -124,6 +124,16 @@ async def test_a_version_2_database_moves_its_large_values_out(tmp_path: Path) -
         assert version.fetchone()[0] == 3
 
 
+async def test_the_move_walks_a_database_of_many_large_values(tmp_path: Path) -> None:
+    # More keys than one page of the move (1,000), and small ones between them.
+    values = {f"k{i:04d}": (bytes([i % 256]) * 200 if i % 3 else SMALL) for i in range(2600)}
+    make_version_2_database(tmp_path, values)
+    async with roost.Runtime({"BOX": Box}, data_dir=tmp_path) as rt:
+        assert await rt.env.BOX.get_by_name("a").listing() == values
+    large = sum(1 for value in values.values() if value != SMALL)
+    assert stored(tmp_path) == (large, large, len(values) - large)
+
+
 async def test_a_database_from_a_newer_roost_is_refused(tmp_path: Path) -> None:
     make_version_2_database(tmp_path, {})
     with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn, conn:

@@ -661,21 +661,32 @@ class SqliteEngine(StorageEngine):
 
 
 def _move_large_values(conn: apsw.Connection) -> None:
-    """Move the values over :data:`_INLINE_MAX` bytes out of ``kv`` (schema 2 to 3)."""
-    keys = conn.execute(
-        "SELECT ns, object, key FROM kv WHERE typeof(value) = 'blob' AND length(value) > ?",
-        (_INLINE_MAX,),
-    ).fetchall()
-    for key in keys:
-        conn.execute(
-            "INSERT INTO large_values (data) SELECT value FROM kv"
-            " WHERE ns = ? AND object = ? AND key = ?",
-            key,
-        )
-        moved = conn.last_insert_rowid()
-        conn.execute(
-            "UPDATE kv SET value = ? WHERE ns = ? AND object = ? AND key = ?", (moved, *key)
-        )
+    """Move the values over :data:`_INLINE_MAX` bytes out of ``kv`` (schema 2 to 3).
+
+    The keys are read a page at a time, each page after the last key moved, so a
+    large database is walked once and never held in memory whole.
+    """
+    after: tuple[Any, ...] = ("", b"", "")
+    while True:
+        keys = conn.execute(
+            "SELECT ns, object, key FROM kv WHERE (ns, object, key) > (?, ?, ?)"
+            " AND typeof(value) = 'blob' AND length(value) > ?"
+            " ORDER BY ns, object, key LIMIT 1000",
+            (*after, _INLINE_MAX),
+        ).fetchall()
+        if not keys:
+            return
+        for key in keys:
+            conn.execute(
+                "INSERT INTO large_values (data) SELECT value FROM kv"
+                " WHERE ns = ? AND object = ? AND key = ?",
+                key,
+            )
+            moved = conn.last_insert_rowid()
+            conn.execute(
+                "UPDATE kv SET value = ? WHERE ns = ? AND object = ? AND key = ?", (moved, *key)
+            )
+        after = tuple(keys[-1])
 
 
 def _lock_data_dir(directory: Path) -> int:
