@@ -136,7 +136,7 @@ INSERT INTO kv VALUES (?, ?, ?, ?)
 ON CONFLICT (ns, object, key) DO UPDATE SET value = excluded.value
 """
 # The common write, a small value, updates in place only a row that does not
-# point at a large value; the caller sees the rows skipped in ``rowcount``.
+# point at a large value; the caller counts the rows it skipped by the changes.
 _KV_UPSERT_SMALL: Final = f"""{_KV_UPSERT} WHERE typeof(kv.value) <> 'integer'"""
 _DROP_LARGE: Final = """
 DELETE FROM large_values WHERE id =
