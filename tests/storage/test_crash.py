@@ -11,14 +11,13 @@ import sys
 import threading
 import time
 from collections import Counter as Tally
-from contextlib import closing
 from pathlib import Path
 
-import apsw
 import pytest
 
 import roost
 from tests.conftest import scaled
+from tests.storage.shared_file import stored
 
 CHILD = Path(__file__).with_name("crash_child.py")
 
@@ -29,15 +28,6 @@ class Counter(roost.DurableObject):
         its padding is long) was written with: the same batch, so the same."""
         log = await self.ctx.storage.get("log")
         return int(await self.ctx.storage.get("value") or 0), None if log is None else log["last"]
-
-
-def large_values_all_referenced(data_dir: str) -> bool:
-    with closing(apsw.Connection(str(Path(data_dir) / "objects.sqlite3"))) as conn:
-        ((large, pointers),) = conn.execute(
-            "SELECT (SELECT count(*) FROM large_values),"
-            " (SELECT count(*) FROM kv WHERE typeof(value) = 'integer')"
-        ).fetchall()
-    return bool(large == pointers)
 
 
 def run_and_kill(data_dir: str, seconds: float, checkpoint_interval: float) -> list[str]:
@@ -85,5 +75,6 @@ async def test_kill_9_under_load_loses_no_acknowledged_write(data_dir: str) -> N
                 assert value >= acked.get(name, 0), f"{name}: acknowledged write lost"
                 assert value <= attempts[name], f"{name}: more increments than attempts"
                 assert logged == (value or None), f"{name}: half a batch survived"
-        assert large_values_all_referenced(data_dir), "a large value leaked"
+        large, pointers, _ = stored(data_dir)
+        assert large == pointers, "a large value leaked"
     assert total_acks > 100 * rounds, "the child made too little progress to prove anything"

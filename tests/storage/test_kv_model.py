@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from contextlib import closing
-from pathlib import Path
 from typing import Any
 
-import apsw
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import roost
 from roost.runtime import ManualClock
+from tests.storage.shared_file import stored
 
 
 class KvObject(roost.DurableObject):
@@ -192,13 +190,8 @@ class KvModel(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.loop.run_until_complete(self.runtime.close())
-        with closing(apsw.Connection(str(Path(self.dir) / "objects.sqlite3"))) as conn:
-            # Every large value is referenced by exactly one row: none leaked.
-            ((large, pointers),) = conn.execute(
-                "SELECT (SELECT count(*) FROM large_values),"
-                " (SELECT count(*) FROM kv WHERE typeof(value) = 'integer')"
-            ).fetchall()
-        assert large == pointers
+        large, pointers, _ = stored(self.dir)
+        assert large == pointers  # every large value is referenced: none leaked
         self.runtime = self._open()
 
     @rule()

@@ -7,13 +7,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
 
 import roost
 from roost.codec import encode
 from roost.errors import StorageError
 from roost.ids import IdFactory
+from tests.storage.shared_file import stored
 
 BIG = bytes(range(256)) * 40  # 10 KiB: stored out of line
 SMALL = b"tiny"
@@ -37,19 +37,6 @@ class Box(roost.DurableObject):
 
     async def delete_all(self) -> None:
         await self.ctx.storage.delete_all()
-
-
-def stored(data: Path) -> tuple[int, int, int]:
-    """(large_values rows, kv rows pointing at one, kv rows holding their bytes)."""
-    # Through apsw, as the engine: closing a connection of another SQLite
-    # library would drop the engine's POSIX locks on the file.
-    with closing(apsw.Connection(str(data / "objects.sqlite3"))) as conn:
-        ((large, pointers, inline),) = conn.execute(
-            "SELECT (SELECT count(*) FROM large_values),"
-            " count(*) FILTER (WHERE typeof(value) = 'integer'),"
-            " count(*) FILTER (WHERE typeof(value) = 'blob') FROM kv"
-        ).fetchall()
-    return int(large), int(pointers), int(inline)
 
 
 async def test_values_change_size_both_ways_and_leave_nothing_behind(tmp_path: Path) -> None:
