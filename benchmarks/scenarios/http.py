@@ -19,6 +19,8 @@ from ..harness import (
     steal_percent,
     wrk,
 )
+from .disk import fsync_latencies
+from .inprocess import percentile
 
 
 def _commands(kind: str, port: int, data: Path) -> tuple[list[str], dict[str, str]]:
@@ -76,6 +78,12 @@ def _measure(
                                 f"acknowledged and {unanswered} were unanswered"
                             )
                 results[target].append(report)
+        if scenario == "http-inc-hot-c1":
+            # The floor under every target's latency, measured in the same round.
+            samples = fsync_latencies(200 if quick else 2000, SERVER_CORE)
+            results.setdefault("disk", []).append(
+                {f"{pct}_us": percentile(samples, float(pct[1:])) * 1000 for pct in ("p50", "p99")}
+            )
     return results
 
 
@@ -158,4 +166,10 @@ def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
         for pct in ("p50", "p99"):
             fig = Figure("http-inc-hot-c1", f"latency {pct}", "ms", higher_is_better=False)
             figures.append(_figure(fig, res, functools.partial(_latency_ms, pct)))
+        for pct in ("p50", "p99"):
+            name = f"disk alone: write + fsync {pct}"
+            disk = Figure("http-inc-hot-c1", name, "ms", higher_is_better=False)
+            disk.runs = [_latency_ms(pct, r) for r in res["disk"]]
+            disk.note = "one WAL frame and an fsync, no server (benchmarks/scenarios/disk.py)"
+            figures.append(disk)
     return figures
