@@ -23,7 +23,7 @@ _GAP_S = 0.0004
 
 
 def fsync_latencies(count: int, core: str) -> list[float]:
-    """``count`` latencies (ms) of one frame's write plus its ``fsync``, pinned to ``core``."""
+    """``count`` latencies (µs) of one frame's write plus its ``fsync``, pinned to ``core``."""
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(core)})
     try:
@@ -48,6 +48,6 @@ def _measure(fd: int, count: int) -> list[float]:
         os.pwrite(fd, _HEADER, offset)
         os.pwrite(fd, _PAGE, offset + len(_HEADER))
         os.fsync(fd)
-        latencies.append((time.perf_counter() - start) * 1000)
+        latencies.append((time.perf_counter() - start) * 1e6)
         offset = (offset + len(_HEADER) + len(_PAGE)) % _SPAN
     return latencies
