@@ -44,10 +44,11 @@ def _commands(kind: str, port: int, data: Path) -> tuple[list[str], dict[str, st
 
 TARGETS = ("roost", "dict", "sqlite")
 #: ``http-inc-hot-c1`` also serves Roost from a memory file system, where an
-#: ``fsync`` returns at once: the latency that is Roost's own, with the disk
-#: taken out (the same code path, the same default durability).
+#: ``fsync`` returns at once: the same code path and default durability with
+#: the disk taken out, so what is left is Roost's own latency and the machine's.
 _TMPFS = "/dev/shm"
-_C1_TARGETS = (*TARGETS, "roost-tmpfs")
+_ON_TMPFS = "roost-tmpfs"
+_C1_TARGETS = (*TARGETS, _ON_TMPFS)
 
 
 def _measure(
@@ -62,7 +63,7 @@ def _measure(
         # Rotate the order so no target always runs first (or on a warmer machine).
         turn = run % len(targets)
         for target in targets[turn:] + targets[:turn]:
-            on_tmpfs = target == "roost-tmpfs"
+            on_tmpfs = target == _ON_TMPFS
             with tempfile.TemporaryDirectory(
                 prefix=f"bench-{target}-", dir=_TMPFS if on_tmpfs else None
             ) as tmp:
@@ -129,10 +130,12 @@ def _figure(
     time of the server core during each run."""
     figure.runs = [measure(r) for r in results["roost"]]
     figure.baselines = {name: [measure(r) for r in results[t]] for t, name in _BASELINES.items()}
-    figure.steal = {
-        _BASELINES.get(t, t): [round(r["steal_pct"], 2) for r in results[t]] for t in TARGETS
-    }
+    figure.steal = {_BASELINES.get(t, t): _steal(results[t]) for t in TARGETS}
     return figure
+
+
+def _steal(reports: list[dict[str, float]]) -> list[float]:
+    return [round(r["steal_pct"], 2) for r in reports]
 
 
 def _latency_ms(pct: str, report: dict[str, float]) -> float:
@@ -184,13 +187,13 @@ def run(quick: bool, runs: int, only: set[str]) -> list[Figure]:
             disk.runs = [_latency_ms(pct, r) for r in res["disk"]]
             disk.note = "one WAL frame and an fsync, no server (benchmarks/scenarios/disk.py)"
             figures.append(disk)
-        if "roost-tmpfs" not in res:
+        if _ON_TMPFS not in res:
             continue  # no memory file system here
         for pct in ("p50", "p99"):
             name = f"Roost, data on tmpfs: latency {pct}"
             own = Figure("http-inc-hot-c1", name, "ms", higher_is_better=False)
-            own.runs = [_latency_ms(pct, r) for r in res["roost-tmpfs"]]
-            own.steal = {"roost": [round(r["steal_pct"], 2) for r in res["roost-tmpfs"]]}
+            own.runs = [_latency_ms(pct, r) for r in res[_ON_TMPFS]]
+            own.steal = {"roost": _steal(res[_ON_TMPFS])}
             own.note = f"the same server with its data in {_TMPFS}, where fsync costs nothing"
             figures.append(own)
     return figures
