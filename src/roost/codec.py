@@ -20,6 +20,12 @@ one format-version byte.  Accepted types, and how they come back:
 Anything else (class instances, ``frozenset``, ``bytearray``, ``date``, ``complex``,
 functions, ...) is refused with a ``TypeError`` naming the type.  Nothing is
 ever pickled.
+
+Containers may nest :data:`MAX_NESTING` levels deep (``[[1]]`` is two levels).
+A deeper value, or one that contains itself, is refused with a ``ValueError``
+before any byte is encoded: the C encoder would overflow the stack on deep
+values, and the decoder reads back only about 400 CBOR levels (a tuple or a
+set takes two), so the bound keeps everything written readable.
 """
 
 from __future__ import annotations
@@ -32,9 +38,18 @@ from uuid import UUID
 
 import cbor2
 
-__all__ = ["FORMAT_VERSION", "copy_value", "decode", "encode", "is_immutable_scalar"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_NESTING",
+    "copy_value",
+    "decode",
+    "encode",
+    "is_immutable_scalar",
+]
 
 FORMAT_VERSION: Final = 1
+#: How many levels of containers a value may nest (as serde_json allows).
+MAX_NESTING: Final = 128
 _PREFIX: Final = bytes([FORMAT_VERSION])
 _TUPLE_TAG: Final = 38000
 _NAIVE_DATETIME_TAG: Final = 38001
@@ -137,13 +152,51 @@ _DECODERS: Final[dict[int, Callable[[Any, bool], Any]]] = {
 }
 
 
+_CONTAINERS: Final = (list, tuple, dict, set)
+
+
+def _check_nesting(value: Any, depth: int, active: set[int]) -> None:
+    """Refuse ``value`` if it nests deeper than :data:`MAX_NESTING` or contains itself.
+
+    ``active`` holds the containers on the current path: a cycle is caught when
+    it closes, before a value shared this way could make the walk exponential.
+    """
+    if depth > MAX_NESTING:
+        raise ValueError(
+            f"cannot store or send a value nested more than {MAX_NESTING} levels deep"
+        )
+    key = id(value)
+    if key in active:
+        raise ValueError("cannot store or send a value that contains itself")
+    active.add(key)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(k) not in _IMMUTABLE_SCALARS and isinstance(k, tuple):
+                _check_nesting(k, depth + 1, active)
+            if type(v) not in _IMMUTABLE_SCALARS and isinstance(v, _CONTAINERS):
+                _check_nesting(v, depth + 1, active)
+    else:
+        for item in value:
+            if type(item) not in _IMMUTABLE_SCALARS and isinstance(item, _CONTAINERS):
+                _check_nesting(item, depth + 1, active)
+    active.discard(key)
+
+
 def encode(value: Any) -> bytes:
-    """Encode ``value``; raise ``TypeError`` naming the first unsupported type."""
+    """Encode ``value``.
+
+    Raises:
+        TypeError: naming the first unsupported type.
+        ValueError: the value nests more than :data:`MAX_NESTING` levels deep,
+            contains itself, or holds a string that is not valid Unicode.
+    """
     try:
         if type(value) in _IMMUTABLE_SCALARS:
             # No custom encoder applies to these, and cbor2 without any gives
             # the same bytes at half the cost (most stored values are scalars).
             return _PREFIX + cbor2.dumps(value)
+        if isinstance(value, _CONTAINERS):
+            _check_nesting(value, 1, set())
         return _PREFIX + cbor2.dumps(value, encoders=_ENCODERS, default=_refuse)
     except cbor2.CBOREncodeError as exc:
         cause = exc.__cause__ or exc.__context__
@@ -152,16 +205,34 @@ def encode(value: Any) -> bytes:
         if isinstance(cause, RecursionError) or "cyclic" in str(exc) or "recursion" in str(exc):
             raise ValueError("cannot store a value that contains itself") from None
         raise TypeError(f"cannot encode value: {exc}") from None
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (from surrogateescape, or a JSON escape) has no UTF-8 form.
+        raise ValueError(
+            f"cannot store or send a string that is not valid Unicode: {exc.reason} at "
+            f"position {exc.start} of {_preview(exc.object)}"
+        ) from None
     except RecursionError:
         raise ValueError("cannot store a value nested this deeply or containing itself") from None
 
 
+def _preview(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
 def decode(data: bytes) -> Any:
-    """Decode bytes made by :func:`encode`."""
+    """Decode bytes made by :func:`encode`.
+
+    Raises:
+        ValueError: the bytes are not a value this codec wrote (an unknown
+            format version, damaged bytes, or nesting beyond what it reads).
+    """
     if not data or data[0] != FORMAT_VERSION:
         version = data[0] if data else None
         raise ValueError(f"unsupported stored value format version {version!r}")
-    return cbor2.loads(data[1:], semantic_decoders=_DECODERS, tag_hook=_unexpected_tag)
+    try:
+        return cbor2.loads(data[1:], semantic_decoders=_DECODERS, tag_hook=_unexpected_tag)
+    except cbor2.CBORDecodeError as exc:
+        raise ValueError(f"cannot decode a stored value: {exc}") from None
 
 
 def copy_value(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import operator
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 if TYPE_CHECKING:
@@ -37,6 +38,15 @@ class ObjectState:
     def id(self) -> ObjectId:
         """This object's ID."""
         return self._activation.object_id
+
+    def now(self) -> datetime:
+        """The current time on the runtime's clock, as an aware UTC ``datetime``.
+
+        Use it for alarm times (``set_alarm(self.ctx.now() + timedelta(...))``)
+        and timestamps: under :class:`~roost.ManualClock` it is the test's time,
+        where ``datetime.now()`` would be the machine's.
+        """
+        return datetime.fromtimestamp(self._activation.runtime.clock.time(), UTC)
 
     if TYPE_CHECKING:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,17 +63,19 @@ class SqlTimer(Timer, sql=True):
 
 
 class Periodic(roost.DurableObject):
-    async def start(self) -> None:
-        await self.ctx.storage.set_alarm(self._now() + 1000)
+    """Uses the runtime's clock through ``ctx.now()``, as the docs advise."""
 
-    def _now(self) -> int:
-        return int(self.env["CLOCK"].time() * 1000)
+    async def start(self) -> None:
+        await self.ctx.storage.set_alarm(self.ctx.now() + timedelta(seconds=1))
+
+    async def now(self) -> datetime:
+        return self.ctx.now()
 
     async def alarm(self) -> None:
         count = (await self.ctx.storage.get("count") or 0) + 1
         await self.ctx.storage.put("count", count)
         if count < 3:
-            await self.ctx.storage.set_alarm(self._now() + 1000)
+            await self.ctx.storage.set_alarm(self.ctx.now() + timedelta(seconds=1))
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +107,17 @@ async def runtime(roost_runtime_factory: Factory, roost_clock: ManualClock) -> r
 
 def now_ms(clock: ManualClock) -> int:
     return int(clock.time() * 1000)
+
+
+async def test_ctx_now_is_the_runtime_clock(
+    runtime: roost.Runtime, roost_clock: ManualClock
+) -> None:
+    stub = runtime.env.PERIODIC.get_by_name("p")
+    start = await stub.now()
+    assert start.tzinfo is UTC and start.timestamp() == roost_clock.time()
+    assert abs(start.timestamp() - time.time()) > 3600  # not the machine's clock
+    await advance(runtime, 90)
+    assert await stub.now() - start == timedelta(seconds=90)
 
 
 async def test_fires_on_time(runtime: roost.Runtime, roost_clock: ManualClock) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Any
 
 import pytest
@@ -127,6 +129,19 @@ async def test_errors_keep_type_name_message_and_flags(
     assert isinstance(error, roost.RemoteError)
     assert error.remote is True and error.retryable is False and error.overloaded is False
     assert "raise" in error.remote_traceback
+
+
+async def test_the_object_side_traceback_shows_where_errors_are_printed(
+    rt: roost.Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """logging (the server's 500 log) and pytest print exception notes."""
+    with pytest.raises(ValueError) as info:
+        await rt.env.THING.get_by_name("a").fail("value")
+    printed = "".join(traceback.format_exception(info.value))
+    assert "Raised inside a THING object, where the traceback was:" in printed
+    assert "in fail" in printed and "raise ValueError(" in printed  # the object's frame
+    logging.getLogger("roost.test").error("failed", exc_info=info.value)
+    assert "in fail" in caplog.text
 
 
 async def test_flags_of_roost_errors_cross_too(rt: roost.Runtime) -> None:

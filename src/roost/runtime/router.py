@@ -91,5 +91,10 @@ def to_remote_error(raised: ObjectRaised) -> RemoteError:
         overloaded=bool(getattr(error, "overloaded", False)),
     )
     remote.remote_traceback = "".join(traceback.format_exception(error))
-    remote.add_note(f"(raised inside a {raised.namespace} object; see .remote_traceback)")
+    # A note, not an attribute only: tracebacks printed by logging and pytest
+    # show notes, so the object's side of the failure appears with the caller's.
+    remote.add_note(
+        f"Raised inside a {raised.namespace} object, where the traceback was:\n"
+        + remote.remote_traceback.rstrip()
+    )
     return remote

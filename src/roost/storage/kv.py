@@ -25,7 +25,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from .. import codec
-from ..errors import InvalidState, ObjectReset, SqlNotEnabled, StorageLimitExceeded
+from ..errors import (
+    InvalidState,
+    ObjectReset,
+    SqlNotEnabled,
+    StorageError,
+    StorageLimitExceeded,
+)
 from .engine import CommitFuture, ListQuery, ObjectStore, WriteBatch
 from .ranges import Entry as _Entry
 from .ranges import make_query, merge_range
@@ -69,11 +75,20 @@ def alarm_time_ms(when: datetime | int | float) -> int:
     return round(when)
 
 
-def _entry_value(entry: _Entry) -> Any:
+def _entry_value(key: str, entry: _Entry) -> Any:
     encoded, value = entry
     if value is _NOT_DECODED:
-        return codec.decode(encoded)  # type: ignore[arg-type]
+        return _decode(key, encoded)  # type: ignore[arg-type]
     return value
+
+
+def _decode(key: str, encoded: bytes) -> Any:
+    try:
+        return codec.decode(encoded)
+    except ValueError as exc:
+        # Only a value written by an older Roost (before nesting was bounded)
+        # or damaged on disk gets here; delete() still removes it.
+        raise StorageError(f"the value stored under {key!r} cannot be read: {exc}") from None
 
 
 class Done(Generic[T]):
@@ -172,10 +187,11 @@ class _KvApi(ABC):
         """The value stored under ``key`` (None when absent), or for a list of keys
         a dict of the keys that exist, in the order asked."""
         if isinstance(key, str):
-            return Done(_entry_value(self._lookup(self._check_key(key))))
+            key = self._check_key(key)
+            return Done(_entry_value(key, self._lookup(key)))
         keys = self._check_keys(key)
         found = self._lookup_many(keys)
-        return Done({k: _entry_value(found[k]) for k in keys if found[k][0] is not None})
+        return Done({k: _entry_value(k, found[k]) for k in keys if found[k][0] is not None})
 
     @overload
     def put(self, key: str, value: Any) -> Done[None]: ...
@@ -238,7 +254,7 @@ class _KvApi(ABC):
         ``prefix`` keeps only keys that begin with it; ``limit`` caps the count.
         """
         query = make_query(start, start_after, end, prefix, reverse, limit)
-        return Done({k: codec.decode(v) for k, v in self._range(query)})
+        return Done({k: _decode(k, v) for k, v in self._range(query)})
 
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn(txn)`` atomically: its writes apply together when it returns,
@@ -271,6 +287,8 @@ class _KvApi(ABC):
     def set_alarm(self, when: datetime | int | float) -> Done[None]:
         """Set the object's one alarm to ``when`` (an aware ``datetime`` or epoch
         milliseconds), replacing any other.  A time in the past fires at once.
+        Compute it from ``self.ctx.now()``, the runtime's clock (a test's
+        :class:`~roost.ManualClock` included), rather than ``datetime.now()``.
 
         The alarm is written with the object's other writes, atomically.
         """
