@@ -23,6 +23,7 @@ from .errors import (
     SqlError,
     SqlNotEnabled,
     SqlStatementRefused,
+    SqlTimeout,
     StorageError,
     StorageLimitExceeded,
     UnknownNamespace,
@@ -34,7 +35,7 @@ from .ids import ObjectId
 from .object import DurableObject, ObjectState
 from .runtime import AlarmInfo, Env, Namespace, Runtime, RuntimeStatistics, Stub, WebSocket
 from .server import App
-from .storage import SqlCursor, SqlStorage, Storage, StorageLimits, Transaction
+from .storage import SqlCursor, SqlLimits, SqlStorage, Storage, StorageLimits, Transaction
 
 __version__ = "0.1.0"
 
@@ -61,8 +62,10 @@ __all__ = [
     "RuntimeStatistics",
     "SqlCursor",
     "SqlError",
+    "SqlLimits",
     "SqlNotEnabled",
     "SqlStatementRefused",
+    "SqlTimeout",
     "SqlStorage",
     "Storage",
     "StorageError",

@@ -10,8 +10,10 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
     │                     AttributeError)
     ├── RpcMethodNotFound (AttributeError)  stub.method that is not a public async method
     ├── StorageError
-    │   ├── StorageLimitExceeded (ValueError)   key or value over the configured limit
+    │   ├── StorageLimitExceeded (ValueError)   key, value, SQL row or database over
+    │   │                                        the configured limit
     │   ├── SqlNotEnabled                        storage.sql on a class without sql=True
+    │   ├── SqlTimeout                           a SQL query ran past its time limit
     │   ├── SqlError (ValueError)                a SQL statement failed: syntax, constraint,
     │   │   │                                    wrong parameters, ``one()`` on != 1 row
     │   │   └── SqlStatementRefused              a statement the contract forbids (BEGIN,
@@ -57,6 +59,7 @@ __all__ = [
     "SqlError",
     "SqlNotEnabled",
     "SqlStatementRefused",
+    "SqlTimeout",
     "StorageError",
     "StorageLimitExceeded",
     "UnknownNamespace",
@@ -90,7 +93,8 @@ class StorageError(RoostError):
 
 
 class StorageLimitExceeded(StorageError, ValueError):
-    """A key or value exceeds the configured storage limits; nothing was written."""
+    """A key, value, SQL row or object database exceeds the configured storage
+    limits (``StorageLimits``, ``SqlLimits``); nothing was written."""
 
 
 class SqlNotEnabled(StorageError):
@@ -119,6 +123,16 @@ class SqlStatementRefused(SqlError):
     Refused: transaction control by hand (``BEGIN``, ``COMMIT``, ``SAVEPOINT``;
     use ``transaction_sync``), ``ATTACH``/``DETACH``, PRAGMAs outside a read-only
     list, loading extensions, and any access to Roost's internal tables.
+    """
+
+
+class SqlTimeout(StorageError):
+    """A ``storage.sql.exec()`` ran past ``SqlLimits.statement_timeout`` and was
+    interrupted; nothing it did remains.
+
+    A query that only read leaves the batch as it was.  One that was writing
+    makes SQLite roll back the whole open transaction: the object is then reset,
+    and its writes since its last commit (none of them acknowledged) are gone.
     """
 
 

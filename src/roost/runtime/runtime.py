@@ -29,6 +29,7 @@ from ..storage.engine import Durability, StorageEngine, check_durability
 from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
 from ..storage.sqlite import SqliteEngine
+from ..storage.sqllimits import SqlLimits
 from .activation import Activation, ObjectRaised, _Moved
 from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
@@ -88,6 +89,10 @@ class Runtime:
         ``"process"`` (survives ``kill -9`` of the server only).
     limits:
         Key and value size limits.
+    sql_limits:
+        Bounds on SQL objects' queries and databases (:class:`~roost.SqlLimits`:
+        time per query, bytes per row and per database); only for the engine
+        the runtime makes itself, not with ``engine``.
     env:
         Extra bindings (configuration values) for ``env``.
     clock:
@@ -115,6 +120,7 @@ class Runtime:
         max_queue: int = 5_000,
         durability: Durability = "full",
         limits: StorageLimits | None = None,
+        sql_limits: SqlLimits | None = None,
         env: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         engine: StorageEngine | None = None,
@@ -140,11 +146,13 @@ class Runtime:
         self._gc_restore: tuple[int, int, int] | None = None
         self.classes: dict[str, type[DurableObject]] = dict(objects)
         self.data_dir = Path(data_dir) if data_dir is not None else None
+        if engine is not None and sql_limits is not None:
+            raise ValueError("sql_limits configures the runtime's own engine: pass it to `engine`")
         if engine is None:
             engine = (
-                MemoryEngine()
+                MemoryEngine(sql_limits=sql_limits)
                 if data_dir is None
-                else SqliteEngine(data_dir, durability=durability)
+                else SqliteEngine(data_dir, durability=durability, sql_limits=sql_limits)
             )
         self.engine = engine
         self.idle_timeout = idle_timeout

@@ -4,7 +4,8 @@
 seam; ``sqlite`` (embedded, durable) and ``memory`` (ephemeral) implement it.
 SQL objects' own databases: ``objectdb`` (connection and internal tables),
 ``sqlpolicy`` (what user SQL may do), ``sqlobject`` (their batches),
-``objectfiles`` and ``filesync`` (SQL objects' files and their fsync);
+``objectfiles`` and ``filesync`` (SQL objects' files and their fsync),
+``sqllimits`` (how long and how large their SQL may run);
 ``walsync``: the shared database's fsync and checkpoints.
 """
 
@@ -13,6 +14,7 @@ from .kv import Storage, StorageLimits, Transaction
 from .memory import MemoryEngine
 from .sql import SqlCursor, SqlStorage
 from .sqlite import SqliteEngine
+from .sqllimits import SqlLimits
 
 __all__ = [
     "AlarmEntry",
@@ -21,6 +23,7 @@ __all__ = [
     "MemoryEngine",
     "ObjectStore",
     "SqlCursor",
+    "SqlLimits",
     "SqlStorage",
     "SqliteEngine",
     "Storage",

@@ -31,6 +31,7 @@ from .engine import (
     resolve_outcomes,
 )
 from .objectdb import ObjectDatabase, configure_connection
+from .sqllimits import SqlLimits
 from .sqlobject import SqlObjectStore
 
 __all__ = ["MemoryEngine"]
@@ -115,8 +116,10 @@ class _MemoryObjectStore(ObjectStore):
 class MemoryEngine(StorageEngine):
     """Keeps every object's committed state in memory; nothing survives the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sql_limits: SqlLimits | None = None) -> None:
         super().__init__()
+        #: Bounds on SQL objects' queries and databases.
+        self.sql_limits = sql_limits or SqlLimits()
         self.data: dict[_Key, dict[str, bytes]] = {}
         self.alarms: dict[_Key, _AlarmRow] = {}
         self.databases: dict[_Key, ObjectDatabase] = {}
@@ -193,7 +196,7 @@ class MemoryEngine(StorageEngine):
         if db is None and create:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
             configure_connection(conn, on_disk=False)
-            db = self.databases[key] = ObjectDatabase(conn)
+            db = self.databases[key] = ObjectDatabase(conn, limits=self.sql_limits)
         return db
 
     def release_database(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:

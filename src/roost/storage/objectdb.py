@@ -20,16 +20,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Final
 
 from ..errors import StorageError
 from .engine import ListQuery, WriteBatch
+from .sqllimits import PROGRESS_STEPS, SQLITE_MAX_LENGTH, SqlLimits
 from .sqlpolicy import INTERNAL_PREFIX, StatementPolicy
 
 __all__ = ["ObjectDatabase", "configure_connection", "internal"]
 
 _TAG: Final = secrets.token_hex(8)
+_DEFAULT_LIMITS: Final = SqlLimits()
 
 
 def internal(sql: str) -> str:
@@ -104,15 +107,33 @@ def configure_connection(conn: sqlite3.Connection, *, on_disk: bool, new: bool =
 
 
 class ObjectDatabase:
-    """The connection to one object's database, with its policy and internal tables."""
+    """The connection to one object's database, with its policy and internal tables.
 
-    __slots__ = ("conn", "policy", "unsealed", "_marker")
+    ``limits`` bound what user SQL may do (:mod:`.sqllimits`); ``path`` is the
+    file (``None`` for an in-memory database), for telling a full disk from a
+    database at its size limit.
+    """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    __slots__ = ("conn", "policy", "unsealed", "limits", "path", "deadline", "timed_out", "_marker")
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        limits: SqlLimits = _DEFAULT_LIMITS,
+        path: str | None = None,
+    ) -> None:
         self.conn = conn
         self.policy = StatementPolicy()
         #: True when user SQL may have run since the store last took a batch.
         self.unsealed = False
+        self.limits = limits
+        self.path = path
+        #: ``time.monotonic()`` past which the running statement is interrupted
+        #: (``None``: no statement of the object's code is running, or no limit).
+        self.deadline: float | None = None
+        #: True once the progress handler interrupted a statement (until reset).
+        self.timed_out = False
         conn.set_authorizer(self.policy)
         with self.trusted():
             row = conn.execute(_KV_TABLE_SQL).fetchone()
@@ -127,7 +148,31 @@ class ObjectDatabase:
                     raise
             for statement in _SCHEMA:
                 conn.execute(internal(statement))
+            page_size = int(conn.execute(internal("PRAGMA page_size")).fetchone()[0])
+            conn.execute(internal(f"PRAGMA max_page_count={limits.max_page_count(page_size)}"))
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_row_bytes)
+        # Installed once: setting and clearing it around every exec() cost a
+        # fifth of a trivial query; a deadline of None makes it a no-op.
+        conn.set_progress_handler(self._progress, PROGRESS_STEPS)
         self._marker = self._change_marker()
+
+    def _progress(self) -> bool:
+        deadline = self.deadline
+        if deadline is None or time.monotonic() < deadline:
+            return False
+        self.timed_out = True
+        return True  # SQLite interrupts the statement (SQLITE_INTERRUPT)
+
+    @contextlib.contextmanager
+    def user_statements(self) -> Iterator[sqlite3.Connection]:
+        """Run statements of the object's code under the time limit."""
+        timeout = self.limits.statement_timeout
+        self.timed_out = False
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            yield self.conn
+        finally:
+            self.deadline = None
 
     @contextlib.contextmanager
     def trusted(self) -> Iterator[sqlite3.Connection]:
@@ -184,8 +229,19 @@ class ObjectDatabase:
 
     # -- internal tables -----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _kv_lengths(self) -> Iterator[None]:
+        # KV values have limits of their own (StorageLimits), which may allow
+        # more than user SQL may write; SQLite applies its length limit to
+        # reads as well as writes.
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
+        try:
+            yield
+        finally:
+            self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.limits.max_row_bytes)
+
     def read(self, keys: list[str]) -> dict[str, bytes]:
-        with self.trusted() as conn:
+        with self.trusted() as conn, self._kv_lengths():
             found: dict[str, bytes] = {}
             for key in keys:
                 row = conn.execute(_KV_GET, (key,)).fetchone()
@@ -195,7 +251,7 @@ class ObjectDatabase:
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         tail, params = query.sql_tail()
-        with self.trusted() as conn:
+        with self.trusted() as conn, self._kv_lengths():
             return list(
                 conn.execute(internal(f"SELECT key, value FROM _roost_kv WHERE 1 {tail}"), params)
             )
@@ -215,7 +271,8 @@ class ObjectDatabase:
             if deletes:
                 conn.executemany(_KV_DELETE, deletes)
             if puts:
-                conn.executemany(_KV_PUT, puts)
+                with self._kv_lengths():
+                    conn.executemany(_KV_PUT, puts)
             if batch.alarm_changed:
                 if batch.alarm_ms is None:
                     conn.execute(_ALARM_DELETE)

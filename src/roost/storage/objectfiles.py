@@ -39,6 +39,7 @@ from ..errors import StorageError
 from .engine import Durability
 from .filesync import FileSyncPool
 from .objectdb import ObjectDatabase, configure_connection
+from .sqllimits import SqlLimits
 
 __all__ = ["ObjectFiles"]
 
@@ -54,9 +55,12 @@ _Peeked = tuple[ObjectDatabase | None, int | None]
 class ObjectFiles:
     """The SQL objects' databases of one engine (see the module docstring)."""
 
-    def __init__(self, root: Path, *, durability: Durability) -> None:
+    def __init__(
+        self, root: Path, *, durability: Durability, limits: SqlLimits | None = None
+    ) -> None:
         self.root = root
         self.durability = durability
+        self.limits = limits or SqlLimits()
         self._syncer: FileSyncPool | None = None
         self._closer = concurrent.futures.ThreadPoolExecutor(1, "roost-sql-close")
         self._opener = concurrent.futures.ThreadPoolExecutor(_OPENERS, "roost-sql-open")
@@ -149,7 +153,7 @@ class ObjectFiles:
             raise _cannot_open(object_id, exc) from exc
         try:
             configure_connection(conn, on_disk=True, new=not exists)
-            db = ObjectDatabase(conn)
+            db = ObjectDatabase(conn, limits=self.limits, path=path)
         except sqlite3.Error as exc:
             conn.close()
             raise _cannot_open(object_id, exc) from exc

@@ -9,8 +9,11 @@ A query may hold several statements separated by ``;`` (then without
 parameters); the cursor holds the rows of the last one.  A query either runs
 whole or changes nothing: a failing statement undoes the ones before it.
 sqlite3 errors never leak: they become :class:`~roost.SqlError`,
-:class:`~roost.SqlStatementRefused`, or (for I/O failures, after which the
-object is reset) :class:`~roost.StorageError`.
+:class:`~roost.SqlStatementRefused`, :class:`~roost.SqlTimeout` and
+:class:`~roost.StorageLimitExceeded` (past :class:`~roost.SqlLimits`), or (for
+I/O failures, after which the object is reset) :class:`~roost.StorageError`.
+A failure after which SQLite has rolled back the whole open transaction (an
+interrupted write, for one) also resets the object: that batch is gone.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from ..errors import SqlError, SqlStatementRefused, StorageError
+from ..errors import SqlError, SqlStatementRefused, SqlTimeout, StorageError, StorageLimitExceeded
 from .objectdb import ObjectDatabase, internal
+from .sqllimits import disk_is_full
 
 if TYPE_CHECKING:
     from .kv import Storage
@@ -35,7 +39,14 @@ SqlValue = None | int | float | str | bytes
 
 _PARAM_TYPES: Final = (type(None), int, float, str, bytes)
 #: SQLite errors after which the open transaction cannot be trusted.
-_FATAL: Final = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CORRUPT", "SQLITE_NOMEM", "SQLITE_CANTOPEN")
+_FATAL: Final = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_NOMEM",
+    "SQLITE_CANTOPEN",
+)
 _savepoints = itertools.count()
 
 
@@ -137,6 +148,14 @@ class SqlStorage:
         """
         if not isinstance(query, str):
             raise TypeError(f"exec() takes the query as a str, not {type(query).__name__}")
+        nul = query.find("\x00")
+        if nul != -1:
+            # SQLite would end the statement there; Python refuses it with a
+            # bare ValueError (or ProgrammingError) that names no query.
+            raise SqlError(
+                f"the query holds a NUL character (U+0000) at position {nul}; pass text "
+                "with NUL characters as a parameter instead"
+            )
         statements = split_statements(query)
         if not statements:
             raise SqlError("the query holds no SQL statement")
@@ -153,12 +172,13 @@ class SqlStorage:
         returned = 0
         statement = statements[0]
         try:
-            for statement in statements[:-1]:
-                returned += len(conn.execute(statement).fetchall())
-            statement = statements[-1]
-            cursor = conn.execute(statement, values)
-            rows = cursor.fetchall()
-            columns = [d[0] for d in cursor.description or ()]
+            with db.user_statements():
+                for statement in statements[:-1]:
+                    returned += len(conn.execute(statement).fetchall())
+                statement = statements[-1]
+                cursor = conn.execute(statement, values)
+                rows = cursor.fetchall()
+                columns = [d[0] for d in cursor.description or ()]
         except (sqlite3.Error, OverflowError) as exc:
             raise self._failed(db, exc, statement, savepoint) from None
         if savepoint is not None:
@@ -204,23 +224,56 @@ class SqlStorage:
         refusal = db.policy.take_refusal()
         conn = db.conn
         name = getattr(exc, "sqlite_errorname", None)
-        if not conn.in_transaction or (name is not None and name.startswith(_FATAL)):
+        shown = " ".join(statement.split())
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        limit = _over_limit(db, name, shown)
+        if not conn.in_transaction or (
+            limit is None and name is not None and name.startswith(_FATAL)
+        ):
             # SQLite rolled the whole transaction back (or cannot be trusted):
             # the batch is lost, so the object must be reset.
-            error = StorageError(f"the object's database failed: {exc}")
+            error: StorageError = StorageError(f"the object's database failed: {exc}")
+            if limit is not None:
+                error = type(limit)(
+                    f"{limit}; SQLite undid the object's writes since its last commit "
+                    "with it, and the object was reset"
+                )
             error.__cause__ = exc
             self._storage._sql_failed(error)
             return error
         if savepoint is not None:
             savepoint.undo()
-        shown = " ".join(statement.split())
-        if len(shown) > 120:
-            shown = shown[:117] + "..."
+        if limit is not None:
+            return limit
         if refusal is not None:
             return SqlStatementRefused(f"statement refused: {refusal} (in: {shown})")
         if isinstance(exc, OverflowError):
             return SqlError(f"an integer parameter is out of SQLite's 64-bit range (in: {shown})")
         return SqlError(f"{exc} (in: {shown})", sqlite_error=name)
+
+
+def _over_limit(
+    db: ObjectDatabase, name: str | None, shown: str
+) -> SqlTimeout | StorageLimitExceeded | None:
+    """The error for a statement stopped by one of ``db.limits``, if it was."""
+    limits = db.limits
+    if name == "SQLITE_INTERRUPT" and db.timed_out:
+        return SqlTimeout(
+            f"the query ran past its time limit of {limits.timeout_text} "
+            f"(SqlLimits.statement_timeout) and was interrupted (in: {shown})"
+        )
+    if name == "SQLITE_TOOBIG":
+        return StorageLimitExceeded(
+            f"a string, BLOB or row is over the {limits.max_row_bytes}-byte limit "
+            f"(SqlLimits.max_row_bytes) (in: {shown})"
+        )
+    if name == "SQLITE_FULL" and not disk_is_full(db.path):
+        return StorageLimitExceeded(
+            f"the object's database is at its size limit of {limits.max_database_bytes} bytes "
+            f"(SqlLimits.max_database_bytes); delete data to make room (in: {shown})"
+        )
+    return None
 
 
 class _Savepoint:

@@ -71,6 +71,7 @@ from .engine import (
 from .engine import Outcome as _Outcome
 from .objectdb import ObjectDatabase
 from .objectfiles import ObjectFiles
+from .sqllimits import SqlLimits
 from .sqlobject import SqlObjectStore
 from .walsync import CHECKPOINT_INTERVAL, WalSyncer
 
@@ -303,6 +304,8 @@ class SqliteEngine(StorageEngine):
         Seconds between checkpoints of the WAL into the database file while
         writes continue; each one lets the WAL start over, so under steady load
         it holds about this many seconds of commits (:mod:`.walsync`).
+    sql_limits:
+        Bounds on SQL objects' queries and databases (:class:`.SqlLimits`).
     """
 
     def __init__(
@@ -311,6 +314,7 @@ class SqliteEngine(StorageEngine):
         *,
         durability: Durability = "full",
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        sql_limits: SqlLimits | None = None,
     ) -> None:
         super().__init__()
         check_durability(durability)
@@ -318,7 +322,9 @@ class SqliteEngine(StorageEngine):
             raise ValueError(f"checkpoint_interval must be positive, not {checkpoint_interval!r}")
         self.path = Path(data_dir) / _DB_NAME
         self.durability = durability
-        self.files = ObjectFiles(Path(data_dir) / "objects", durability=durability)
+        self.files = ObjectFiles(
+            Path(data_dir) / "objects", durability=durability, limits=sql_limits
+        )
         self._queue: CommitQueue[_Item] | None = None
         self._lock_fd: int | None = None
         self._writer: apsw.Connection | None = None
