@@ -213,3 +213,8 @@ def serve(
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # startup failed; uvicorn logged why
+
+
+from .check import check as _check  # noqa: E402  (a command of its own module)
+
+main.add_command(_check)

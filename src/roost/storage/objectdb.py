@@ -241,7 +241,7 @@ class ObjectDatabase:
             self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.limits.max_row_bytes)
 
     def read(self, keys: list[str]) -> dict[str, bytes]:
-        with self.trusted() as conn, self._kv_lengths():
+        with self.trusted() as conn, self._kv_lengths(), self._reading():
             found: dict[str, bytes] = {}
             for key in keys:
                 row = conn.execute(_KV_GET, (key,)).fetchone()
@@ -251,15 +251,29 @@ class ObjectDatabase:
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         tail, params = query.sql_tail()
-        with self.trusted() as conn, self._kv_lengths():
+        with self.trusted() as conn, self._kv_lengths(), self._reading():
             return list(
                 conn.execute(internal(f"SELECT key, value FROM _roost_kv WHERE 1 {tail}"), params)
             )
 
     def read_alarm(self) -> int | None:
-        with self.trusted() as conn:
+        with self.trusted() as conn, self._reading():
             row = conn.execute(_ALARM_GET).fetchone()
         return None if row is None else int(row[0])
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        # sqlite3's exceptions never leave storage: a damaged file is a StorageError.
+        try:
+            yield
+        except sqlite3.Error as exc:
+            where = self.path or "an in-memory database"
+            damaged = getattr(exc, "sqlite_errorname", "").startswith(
+                ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+            )
+            hint = "; run `roost check DATA_DIR` and restore it from a backup" if damaged else ""
+            message = f"reading the object's database {where} failed: {exc}{hint}"
+            raise StorageError(message) from exc
 
     def apply(self, batch: WriteBatch) -> None:
         """Write the batch's KV and alarm changes into the open transaction."""

@@ -56,6 +56,7 @@ from typing import Any, Final
 import apsw
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
+from . import datadir
 from .engine import (
     AlarmEntry,
     CommitFuture,
@@ -79,7 +80,7 @@ __all__ = ["SqliteEngine"]
 
 #: 3: values over _INLINE_MAX bytes moved to large_values (2: alarms; 1: kv only).
 _SCHEMA_VERSION: Final = 3
-_DB_NAME: Final = "objects.sqlite3"
+_DB_NAME: Final = datadir.SHARED_DATABASE
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS roost_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
 CREATE TABLE IF NOT EXISTS kv (
@@ -177,44 +178,53 @@ class _SqliteObjectStore(ObjectStore):
         self._object = bytes.fromhex(object_id)
 
     def read_alarm(self) -> int | None:
-        row = (
-            self._engine._connection()
-            .execute(
-                "SELECT alarm_ms FROM alarms WHERE ns=? AND object=? AND sql=0",
-                (self._ns, self._object),
+        try:
+            row = (
+                self._engine._connection()
+                .execute(
+                    "SELECT alarm_ms FROM alarms WHERE ns=? AND object=? AND sql=0",
+                    (self._ns, self._object),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
+        except apsw.Error as exc:
+            raise read_failed(self._engine.path, exc) from exc
         return None if row is None else int(row[0])
 
     def read(self, keys: list[str]) -> dict[str, bytes]:
         conn = self._engine._connection()
-        if len(keys) == 1:
-            row = conn.execute(
-                f"SELECT {_VALUE} FROM kv WHERE ns=? AND object=? AND key=?",
-                (self._ns, self._object, keys[0]),
-            ).fetchone()
-            return {} if row is None else {keys[0]: row[0]}
-        found: dict[str, bytes] = {}
-        # SQLite's default limit on host parameters is 32766; stay well below it.
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? AND key IN ({marks})",
-                (self._ns, self._object, *chunk),
-            )
-            found.update(rows)
+        try:
+            if len(keys) == 1:
+                row = conn.execute(
+                    f"SELECT {_VALUE} FROM kv WHERE ns=? AND object=? AND key=?",
+                    (self._ns, self._object, keys[0]),
+                ).fetchone()
+                return {} if row is None else {keys[0]: row[0]}
+            found: dict[str, bytes] = {}
+            # SQLite's default limit on host parameters is 32766; stay well below it.
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? AND key IN ({marks})",
+                    (self._ns, self._object, *chunk),
+                )
+                found.update(rows)
+        except apsw.Error as exc:
+            raise read_failed(self._engine.path, exc) from exc
         return found
 
     def read_range(self, query: ListQuery) -> list[tuple[str, bytes]]:
         tail, params = query.sql_tail()
-        return list(
-            self._engine._connection().execute(
-                f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? {tail}",
-                (self._ns, self._object, *params),
+        try:
+            return list(
+                self._engine._connection().execute(
+                    f"SELECT key, {_VALUE} FROM kv WHERE ns=? AND object=? {tail}",
+                    (self._ns, self._object, *params),
+                )
             )
-        )
+        except apsw.Error as exc:
+            raise read_failed(self._engine.path, exc) from exc
 
     def seal_soon(self, seal: Callable[[], None]) -> None:
         self._engine.seal_soon(seal)
@@ -346,8 +356,12 @@ class SqliteEngine(StorageEngine):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = _lock_data_dir(self.path.parent)
+            # Before SQLite may create a database in place of a lost one.
+            state = datadir.inspect(self.path.parent)
             writer = self._connect()
             self._prepare(writer)
+            if not state.marked:
+                self._mark(writer, new=state.new)
             # Our own checkpoints (see the module docstring); a WAL that a
             # checkpoint let restart is cut back instead of staying at its peak.
             writer.execute("PRAGMA wal_autocheckpoint=0")
@@ -363,10 +377,12 @@ class SqliteEngine(StorageEngine):
                 hold_commits=self._hold_commits,
                 checkpoint_interval=self.checkpoint_interval,
             )
-        except (OSError, apsw.Error) as exc:
+        except (OSError, apsw.Error, StorageError) as exc:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
         self._loop = loop
         self._queue = CommitQueue(loop, self._flush)
@@ -401,6 +417,24 @@ class SqliteEngine(StorageEngine):
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute("PRAGMA cache_size=-65536")
         return conn
+
+    def _mark(self, conn: apsw.Connection, *, new: bool) -> None:
+        """Write the data directory's marker (:mod:`.datadir`).
+
+        A new database must be durable first: a marker that outlived it in a
+        power cut would make the next start refuse an empty directory.
+        """
+        if new:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for path in (self.path, Path(f"{self.path}-wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            datadir.sync_directory(self.path.parent)
+        datadir.write_marker(self.path.parent)
 
     def _prepare(self, conn: apsw.Connection) -> None:
         conn.execute(_SCHEMA)  # apsw runs every statement of the script
@@ -443,11 +477,15 @@ class SqliteEngine(StorageEngine):
         return _SqliteObjectStore(self, namespace, object_id)
 
     def list_object_ids(self, namespace: str) -> list[str]:
-        rows = self._connection().execute(
-            "SELECT object FROM kv WHERE ns=? UNION SELECT object FROM alarms WHERE ns=? AND sql=0",
-            (namespace, namespace),
-        )
-        found = {bytes(r[0]).hex() for r in rows}
+        try:
+            rows = self._connection().execute(
+                "SELECT object FROM kv WHERE ns=? UNION "
+                "SELECT object FROM alarms WHERE ns=? AND sql=0",
+                (namespace, namespace),
+            )
+            found = {bytes(r[0]).hex() for r in rows}
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
         found.update(self.files.list_ids(namespace))
         return sorted(found)
 
@@ -488,32 +526,41 @@ class SqliteEngine(StorageEngine):
         self, now_ms: int, limit: int, *, after: AlarmEntry | None = None
     ) -> list[AlarmEntry]:
         # Both forms read the covering index alarms_due (due_ms, then the key).
-        if after is None:
-            rows = self._connection().execute(_DUE, (now_ms, limit))
-        else:
-            position = (after.due_ms, after.namespace, bytes.fromhex(after.object_id))
-            rows = self._connection().execute(_DUE_AFTER, (now_ms, *position, limit))
-        return [_entry(row) for row in rows]
+        try:
+            if after is None:
+                rows = self._connection().execute(_DUE, (now_ms, limit))
+            else:
+                position = (after.due_ms, after.namespace, bytes.fromhex(after.object_id))
+                rows = self._connection().execute(_DUE_AFTER, (now_ms, *position, limit))
+            return [_entry(row) for row in rows]
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
 
     def alarm_entry(self, namespace: str, object_id: str) -> AlarmEntry | None:
-        row = (
-            self._connection()
-            .execute(
-                f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE ns=? AND object=?",
-                (namespace, bytes.fromhex(object_id)),
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT {_ALARM_COLUMNS} FROM alarms WHERE ns=? AND object=?",
+                    (namespace, bytes.fromhex(object_id)),
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
         return None if row is None else _entry(row)
 
     def next_alarm_after(self, now_ms: int) -> int | None:
-        row = (
-            self._connection()
-            .execute(
-                "SELECT due_ms FROM alarms WHERE due_ms > ? ORDER BY due_ms LIMIT 1", (now_ms,)
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT due_ms FROM alarms WHERE due_ms > ? ORDER BY due_ms LIMIT 1", (now_ms,)
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
         return None if row is None else int(row[0])
 
     def update_alarm(
@@ -695,6 +742,20 @@ def _move_large_values(conn: apsw.Connection) -> None:
         after = tuple(keys[-1])
 
 
+def read_failed(path: Path, exc: apsw.Error) -> StorageError:
+    """The error for a read of the shared database that SQLite failed.
+
+    A damaged file (``CorruptError``, ``NotADBError``) says so and points at
+    ``roost check``; apsw's exceptions never leave the engine.
+    """
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StorageError(
+            f"the shared database {path} is damaged ({exc}); run `roost check "
+            f"{path.parent}` to see what, and restore the data directory from a backup"
+        )
+    return StorageError(f"reading {path} failed: {exc}")
+
+
 def _lock_data_dir(directory: Path) -> int:
     """Hold ``directory/LOCK`` for as long as the engine runs.
 
@@ -713,6 +774,10 @@ def _lock_data_dir(directory: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+#: The data directory's lock, for Roost's other tools (``roost check``).
+lock_data_dir = _lock_data_dir
 
 
 def _entry(row: tuple[Any, ...]) -> AlarmEntry:
