@@ -130,9 +130,9 @@ class SqlTimeout(StorageError):
     """A ``storage.sql.exec()`` ran past ``SqlLimits.statement_timeout`` and was
     interrupted; nothing it did remains.
 
-    A query that only read leaves the batch as it was.  One that was writing
-    makes SQLite roll back the whole open transaction: the object is then reset,
-    and its writes since its last commit (none of them acknowledged) are gone.
+    The batch goes on, unless the query was writing and the open transaction
+    held earlier SQL writes: SQLite then rolls all of it back, the object is
+    reset, and those writes (none of them acknowledged) are gone.
     """
 
 

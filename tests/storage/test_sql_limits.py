@@ -85,11 +85,28 @@ async def test_a_runaway_write_times_out_resets_the_object_and_keeps_what_was_ac
     with pytest.raises(SqlTimeout, match="time limit"):
         await stub.run(RUNAWAY_INSERT)
     assert time.monotonic() - started < 1.0
-    # SQLite rolled back the whole open transaction: the object was reset, and
-    # comes back with everything acknowledged before.
+    # SQLite rolled back the whole open transaction, which held nothing else.
     assert await stub.count() == 1
     await stub.add("later")
     assert await stub.count() == 2
+
+
+async def test_a_runaway_write_after_other_writes_resets_the_object(
+    roost_runtime_factory: Factory,
+) -> None:
+    runtime = await roost_runtime_factory(sql_limits=SqlLimits(statement_timeout=0.05))
+    stub = runtime.env.NOTES.get_by_name("a")
+    await stub.add("acknowledged")
+
+    def work(obj: Any, ctx: roost.ObjectState) -> None:
+        ctx.storage.sql.exec("INSERT INTO notes (body) VALUES ('not acknowledged')")
+        ctx.storage.sql.exec(RUNAWAY_INSERT)
+
+    with pytest.raises(SqlTimeout, match="undid the object's writes since its last commit"):
+        await run_in_object(stub, work)
+    # The object was reset: the rolled-back write is gone, the acknowledged one is not.
+    rows = await stub.run("SELECT body FROM notes")
+    assert rows == [{"body": "acknowledged"}]
 
 
 async def test_a_value_over_the_row_limit_is_refused_at_once(

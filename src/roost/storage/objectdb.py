@@ -190,8 +190,14 @@ class ObjectDatabase:
     def begin(self) -> None:
         """Open the batch's transaction unless it is open already."""
         if not self.conn.in_transaction:
+            self.policy.schema_changed = False
             with self.trusted() as conn:
                 conn.execute(_BEGIN)
+
+    def wrote_before(self, changes: int) -> bool:
+        """Whether the open transaction (or the one SQLite just rolled back) held
+        writes made before ``conn.total_changes`` was ``changes``."""
+        return changes != self._marker[0] or self.policy.schema_changed
 
     def commit(self) -> bool:
         """Commit the open transaction; return whether it changed anything."""

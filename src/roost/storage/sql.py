@@ -13,7 +13,8 @@ sqlite3 errors never leak: they become :class:`~roost.SqlError`,
 :class:`~roost.StorageLimitExceeded` (past :class:`~roost.SqlLimits`), or (for
 I/O failures, after which the object is reset) :class:`~roost.StorageError`.
 A failure after which SQLite has rolled back the whole open transaction (an
-interrupted write, for one) also resets the object: that batch is gone.
+interrupted write, for one) also resets the object when that transaction held
+earlier writes: they are gone with it.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ class SqlStorage:
                 rows = cursor.fetchall()
                 columns = [d[0] for d in cursor.description or ()]
         except (sqlite3.Error, OverflowError) as exc:
-            raise self._failed(db, exc, statement, savepoint) from None
+            raise self._failed(db, exc, statement, savepoint, before) from None
         if savepoint is not None:
             savepoint.release()
         written = conn.total_changes - before
@@ -220,6 +221,7 @@ class SqlStorage:
         exc: BaseException,
         statement: str,
         savepoint: _Savepoint | None,
+        before: int,
     ) -> BaseException:
         refusal = db.policy.take_refusal()
         conn = db.conn
@@ -228,6 +230,10 @@ class SqlStorage:
         if len(shown) > 120:
             shown = shown[:117] + "..."
         limit = _over_limit(db, name, shown)
+        if limit is not None and not conn.in_transaction and not db.wrote_before(before):
+            # SQLite rolled back a transaction that held nothing but this query:
+            # nothing is lost, and the next statement opens a new one.
+            return limit
         if not conn.in_transaction or (
             limit is None and name is not None and name.startswith(_FATAL)
         ):

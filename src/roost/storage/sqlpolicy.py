@@ -71,17 +71,26 @@ _ALLOWED_MODULES: Final = frozenset(
 )
 
 _TRANSACTION_ACTIONS: Final = {sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_SAVEPOINT}
+#: Actions that change the schema (DDL), which ``total_changes`` does not count.
+_SCHEMA_ACTIONS: Final = frozenset(
+    getattr(sqlite3, name)
+    for name in dir(sqlite3)
+    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_", "SQLITE_ALTER_"))
+)
 _ATTACH_ACTIONS: Final = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 
 
 class StatementPolicy:
     """The authorizer of one object's connection (see the module docstring)."""
 
-    __slots__ = ("trusted", "refusal")
+    __slots__ = ("trusted", "refusal", "schema_changed")
 
     def __init__(self) -> None:
         #: True while Roost runs its own statements.
         self.trusted = False
+        #: True once user SQL prepared a statement that changes the schema (the
+        #: database clears it when a transaction starts).
+        self.schema_changed = False
         #: Why the last statement was refused (``None``: nothing refused since
         #: :meth:`take_refusal`).
         self.refusal: str | None = None
@@ -101,6 +110,8 @@ class StatementPolicy:
     ) -> int:
         if self.trusted:
             return sqlite3.SQLITE_OK
+        if action in _SCHEMA_ACTIONS:
+            self.schema_changed = True
         reason = self._check(action, arg1, arg2)
         if reason is None:
             return sqlite3.SQLITE_OK
