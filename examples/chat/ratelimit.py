@@ -11,6 +11,9 @@ from roost import DurableObject, Env, ObjectState
 class RateLimiter(DurableObject):
     """Allows ``burst`` actions at once, then one per ``interval`` seconds.
 
+    The demo's limiter adds 5 s per action and refuses once more than 20 s are
+    owed; interval 5 with a burst of 5 refuses exactly the same frames.
+
     The state is one number kept in memory: the time when the bucket is full
     again ("theoretical arrival time").  Losing it on eviction only forgives a
     client, so it is not worth a write per message.
@@ -20,7 +23,7 @@ class RateLimiter(DurableObject):
         super().__init__(ctx, env)
         config: dict[str, Any] = dict(env.get("RATE_LIMIT") or {})
         self.interval = float(config.get("interval", 5.0))
-        self.burst = int(config.get("burst", 4))
+        self.burst = int(config.get("burst", 5))
         self.next_free = 0.0
 
     async def take(self) -> float:

@@ -181,11 +181,14 @@ async def test_page_joins_sends_and_receives(
             "document.getElementById('join').click();"
         )
         await page.until("!document.getElementById('message').disabled", "the room to be ready")
+        # The page lists only what the room's frames say: its own "joined" included.
+        roster = "[...document.querySelectorAll('#roster li')].map((li) => li.textContent)"
+        assert await page.js(roster) == ["ada"]
         bob = await clients(ws_url(url, "/api/room/browser-room/websocket"))
         await bob.send({"name": "bob"})
-        assert await bob.recv() == {"joined": "ada"}
-        assert await bob.recv() == {"ready": True}
-        await page.until("document.getElementById('roster').textContent.includes('bob')", "bob")
+        assert await bob.recv_n(3) == [{"joined": "ada"}, {"joined": "bob"}, {"ready": True}]
+        await page.until(f"{roster}.length === 2", "bob in the roster")
+        assert await page.js(roster) == ["ada", "bob"]
         await page.js(
             "document.getElementById('message').value = 'hello from chromium';"
             "document.querySelector('#send-form button').click();"
@@ -200,3 +203,4 @@ async def test_page_joins_sends_and_receives(
         await page.until(
             "document.getElementById('log').textContent.includes('bob left')", "the quit notice"
         )
+        assert await page.js(roster) == ["ada"]
