@@ -12,7 +12,7 @@ from uvicorn.server import ServerState
 
 from roost import App
 from roost.server import running
-from roost.server.http1 import HttpProtocol
+from roost.server._http1 import HttpProtocol
 
 Scope = dict[str, Any]
 

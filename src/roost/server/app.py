@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import starlette.applications
 import starlette.responses
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as StarletteRequest
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -257,6 +258,11 @@ class App:
             response = await self._fetch(request, self.env)
         except RoostError as exc:
             return await _roost_error_handler(request, exc)
+        except ClientDisconnect:
+            # The client left (or the server cut off its body, 413) while the
+            # request was read: nobody is there to answer.
+            log.debug("client gone during %s %s", request.method, request.url.path)
+            return starlette.responses.Response(status_code=499)
         except Exception:
             log.exception("fetch() failed for %s %s", request.method, request.url.path)
             return starlette.responses.PlainTextResponse("Internal Server Error", 500)
@@ -364,9 +370,15 @@ async def _no_body() -> Message:
 async def _roost_error_handler(
     request: StarletteRequest, exc: Exception
 ) -> starlette.responses.Response:
-    """Map Roost's errors at the HTTP boundary: overload and shutdown are 503, a
-    malformed object ID from the request is the client's error (400)."""
-    if getattr(exc, "overloaded", False) or isinstance(exc, RuntimeClosed):
+    """Map Roost's errors at the HTTP boundary: overload, shutdown and any
+    retryable error (a commit that failed, e.g. on a full disk; an object
+    reset) are 503 with ``Retry-After``, a malformed object ID from the
+    request is the client's error (400)."""
+    if (
+        getattr(exc, "overloaded", False)
+        or getattr(exc, "retryable", False)
+        or isinstance(exc, RuntimeClosed)
+    ):
         return starlette.responses.PlainTextResponse(
             "Service Unavailable: " + str(exc), 503, headers={"retry-after": "1"}
         )

@@ -18,8 +18,9 @@ from typing import Any
 
 import uvicorn
 
+from ._http1 import HttpProtocol
 from .app import App
-from .http1 import HttpProtocol
+from .limits import DEFAULT_LIMITS, ServerConfig, ServerLimits, default_max_connections
 from .protocol import WebSocketProtocol
 
 __all__ = ["Server", "bind", "make_config", "running"]
@@ -71,18 +72,46 @@ def find_app(app: Any) -> App | None:
     return None
 
 
-def make_config(app: Any, **options: Any) -> uvicorn.Config:
+def make_config(
+    app: Any,
+    *,
+    max_url_bytes: int = DEFAULT_LIMITS.max_url_bytes,
+    max_header_bytes: int = DEFAULT_LIMITS.max_header_bytes,
+    max_headers: int = DEFAULT_LIMITS.max_headers,
+    header_timeout: float = DEFAULT_LIMITS.header_timeout,
+    max_body_bytes: int = DEFAULT_LIMITS.max_body_bytes,
+    max_fragmented_bytes: int = DEFAULT_LIMITS.max_fragmented_bytes,
+    max_send_buffer_bytes: int = DEFAULT_LIMITS.max_send_buffer_bytes,
+    **options: Any,
+) -> ServerConfig:
     """A uvicorn config for a Roost app: lifespan on, message size from the App,
-    Roost's HTTP/1.1 protocol (:mod:`.http1`), and the WebSocket protocol that
-    loses no message before a bad frame."""
+    Roost's HTTP/1.1 protocol (:mod:`._http1`), the WebSocket protocol that
+    loses no message before a bad frame, and the limits of
+    :class:`~.limits.ServerLimits` (``docs/limits.md``).
+
+    ``limit_concurrency`` (uvicorn's cap on connections, answered 503 beyond
+    it) defaults to :func:`~.limits.default_max_connections`; pass ``None``
+    for no cap.  Other ``options`` go to ``uvicorn.Config``.
+    """
+    limits = ServerLimits(
+        max_url_bytes=max_url_bytes,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout=header_timeout,
+        max_body_bytes=max_body_bytes,
+        max_fragmented_bytes=max_fragmented_bytes,
+        max_send_buffer_bytes=max_send_buffer_bytes,
+    )
     found = find_app(app)
     options.setdefault("lifespan", "on")
     options.setdefault("http", HttpProtocol)
     options.setdefault("ws", WebSocketProtocol)
     options.setdefault("timeout_graceful_shutdown", 30)
+    if "limit_concurrency" not in options:
+        options["limit_concurrency"] = default_max_connections()
     if found is not None:
         options.setdefault("ws_max_size", found.max_message_size)
-    return uvicorn.Config(app, **options)
+    return ServerConfig(app, limits=limits, **options)
 
 
 def bind(host: str, port: int) -> socket.socket:

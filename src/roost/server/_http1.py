@@ -23,6 +23,20 @@ Pipelined requests are answered in order (reading pauses while one is queued),
 ``Expect: 100-continue`` is honoured, responses without a length are chunked,
 and a WebSocket upgrade hands the connection to the configured WebSocket
 protocol (:mod:`roost.server.protocol`).
+
+Hostile input meets the bounds of :class:`~roost.server.limits.ServerLimits`
+before the app sees it: a request target over ``max_url_bytes`` is answered
+414, a header block over ``max_header_bytes`` or ``max_headers`` 431, a body
+over ``max_body_bytes`` 413 (from its Content-Length, else once the chunks
+pass it), headers unfinished ``header_timeout`` after accept (or after the
+request's first byte) 408, an HTTP/0.9 request or a path whose %-escapes are
+not UTF-8 400; each answer closes the connection.  A connection beyond
+uvicorn's ``limit_concurrency`` is answered 503 as soon as it is accepted.
+
+This module is private: it builds on uvicorn internals (``ServerState``, its
+proxy-headers middleware, ``protocols.utils``) that change between releases,
+so it is tested against the uvicorn versions in :data:`UVICORN_VERSIONS` and
+pyproject pins the same range.
 """
 
 from __future__ import annotations
@@ -50,7 +64,14 @@ from uvicorn.protocols.utils import (
 )
 from uvicorn.server import ServerState
 
-__all__ = ["HttpProtocol"]
+from .limits import limits_of
+from .linger import linger
+
+__all__ = ["UVICORN_VERSIONS", "HttpProtocol"]
+
+#: The uvicorn releases this module is tested against: at least the first,
+#: below the second (pyproject.toml's dependency says the same).
+UVICORN_VERSIONS: Final = ("0.54", "0.55")
 
 log = logging.getLogger("uvicorn.error")
 access_log = logging.getLogger("uvicorn.access")
@@ -85,6 +106,26 @@ _NO_BODY_STATUS: Final = frozenset((204, 304))
 _DISCONNECT: Final = {"type": "http.disconnect"}
 
 
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing and answer ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _decoded_path(raw_path: bytes) -> str:
+    path = raw_path.decode("ascii")
+    if "%" not in path:
+        return path
+    try:
+        return urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        # Decoding with replacement would map /a/%ff and /a/%fe to one object.
+        raise _Refused(400, "The path's %-escapes are not UTF-8.") from None
+
+
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection serving an ASGI app (uvicorn's protocol interface).
 
@@ -113,6 +154,12 @@ class HttpProtocol(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.ws_protocol_class: type[asyncio.Protocol] | None = config.ws_protocol_class
         self.keep_alive_timeout: float = config.timeout_keep_alive
+        limits, _ = limits_of(config)
+        self.header_timeout = limits.header_timeout
+        self.max_url_bytes = limits.max_url_bytes
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_body_bytes = limits.max_body_bytes
         self.access_log = access_log.hasHandlers()
         self.parser = self._new_parser()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
@@ -125,8 +172,16 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing: _Exchange | None = None
         self.current: _Exchange | None = None
         self.queued: deque[_Exchange] = deque()
-        self.url = b""
+        self.url: bytes | bytearray = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.content_length = 0
+        # While a request head is being read: when it began (from accept for
+        # the first), and the bytes of the reads that fell wholly inside it
+        # (httptools holds a header being read where on_header cannot count it).
+        self.head_since: float | None = None
+        self.head_bytes = 0
+        self.messages = 0  # requests begun on this connection
         self.expect_continue = False
         self.upgrade: bytes | None = None
         self.forwarded = False  # the request carries X-Forwarded-For or -Proto
@@ -134,7 +189,10 @@ class HttpProtocol(asyncio.Protocol):
         self.writing_paused = False
         self.drained: asyncio.Future[None] | None = None
         self.idle_since: float | None = None  # None while a request is under way
-        self.idle_timer: asyncio.TimerHandle | None = None
+        # One timer per connection for both the keep-alive and the header
+        # timeouts; ``timer_due`` is when it fires.
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_due = 0.0
 
     def _new_parser(self) -> httptools.HttpRequestParser:
         parser = httptools.HttpRequestParser(self)
@@ -152,8 +210,24 @@ class HttpProtocol(asyncio.Protocol):
         self.server = get_local_addr(transport)
         self.client = get_remote_addr(transport)
         self.scheme = "https" if is_ssl(transport) else "http"
+        limit = self.config.limit_concurrency
+        # (>=, as uvicorn counts: this connection's request would get 503 anyway.)
+        if limit is not None and len(self.server_state.connections) >= limit:
+            # Refused at once rather than at its first request: a connection
+            # held until then would keep a descriptor the server may not have.
+            log.warning("Exceeded concurrency limit.")
+            self._refuse(503, "Service Unavailable: too many connections.")
+            return
+        self.head_since = self.loop.time()
+        self._arm(self.head_since + self.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        if exc is None:
+            self.transport.close()
+
+    def _forget(self) -> None:
+        """Leave the connection: it is gone, or another protocol has it now."""
         self.server_state.connections.discard(self)
         for exchange in (self.current, *self.queued):
             if exchange is not None:
@@ -161,25 +235,42 @@ class HttpProtocol(asyncio.Protocol):
         self.queued.clear()
         if self.drained is not None and not self.drained.done():
             self.drained.set_result(None)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        if exc is None:
-            self.transport.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def eof_received(self) -> None:
         return None  # the transport closes itself
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = None
+        in_head = self.head_since is not None
+        messages = self.messages
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._upgraded(data[offset:])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _Refused):
+                log.warning("Request refused (%d): %s", refused.status, refused.message)
+                self._refuse(refused.status, refused.message)
+                return
+            log.warning("Invalid HTTP request received: %s", exc)
+            self._refuse(400, "Invalid HTTP request received.")
+            return
         except httptools.HttpParserError as exc:
             log.warning("Invalid HTTP request received: %s", exc)
             self._refuse(400, "Invalid HTTP request received.")
+            return
+        if in_head and self.head_since is not None and messages == self.messages:
+            # The whole read belongs to one unfinished head.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_url_bytes + self.max_header_bytes:
+                log.warning("Request refused (431): the request head is too large")
+                self._refuse(431, "Request Header Fields Too Large")
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -219,14 +310,35 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.header_bytes = 0
+        self.content_length = 0
         self.expect_continue = False
         self.upgrade = None
         self.forwarded = False
+        self.messages += 1
+        self.head_bytes = 0
+        if self.head_since is None:  # a later request on a kept-alive connection
+            self.head_since = now = self.loop.time()
+            self._arm(now + self.header_timeout)
 
     def on_url(self, url: bytes) -> None:
+        if not self.url:
+            self.url = url
+            if len(url) > self.max_url_bytes:
+                raise _Refused(414, "URI Too Long")
+            return
+        if len(self.url) + len(url) > self.max_url_bytes:
+            raise _Refused(414, "URI Too Long")
+        # A URL in many reads: extended in place, as bytes concatenation
+        # would copy all of it for each piece.
+        if type(self.url) is bytes:
+            self.url = bytearray(self.url)
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if len(self.headers) >= self.max_headers or self.header_bytes > self.max_header_bytes:
+            raise _Refused(431, "Request Header Fields Too Large")
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
@@ -234,23 +346,31 @@ class HttpProtocol(asyncio.Protocol):
             self.upgrade = value.lower()
         elif name == b"x-forwarded-for" or name == b"x-forwarded-proto":
             self.forwarded = True
+        elif name == b"content-length" and value.isdigit():
+            # (The parser has refused a malformed or repeated length already.)
+            self.content_length = int(value)
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_since = None
         parser = self.parser
         method = parser.get_method().decode("ascii")
+        version = parser.get_http_version()
+        if version == "0.9":
+            # httptools parses a request line without a version as HTTP/0.9,
+            # which has no headers and no status line to answer with.
+            raise _Refused(400, "HTTP/0.9 is not supported.")
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = _decoded_path(raw_path)
         if (
             self.upgrade == b"websocket"
             and self.ws_protocol_class is not None
             and parser.should_upgrade()
         ):
             return  # data_received hands the connection over
-        version = parser.get_http_version()
-        url = httptools.parse_url(self.url)
-        raw_path = url.path
-        path = raw_path.decode("ascii")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
+        if self.content_length > self.max_body_bytes:
+            raise _Refused(413, "Content Too Large")
         root = self.root_path
         scope = {
             "type": "http",
@@ -282,6 +402,9 @@ class HttpProtocol(asyncio.Protocol):
         exchange = self.parsing
         if exchange is None or exchange.complete:
             return
+        exchange.received += len(body)
+        if exchange.received > self.max_body_bytes:
+            raise _Refused(413, "Content Too Large")
         exchange.body += body
         if len(exchange.body) > _BODY_HIGH_WATER:
             self.pause_reading()
@@ -329,23 +452,61 @@ class HttpProtocol(asyncio.Protocol):
             self._start(next_exchange)
             return
         self.resume_reading()
-        self.idle_since = self.loop.time()
-        if self.idle_timer is None:
-            self.idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_check)
+        self.idle_since = now = self.loop.time()
+        self._arm(now + self.keep_alive_timeout)
 
-    def _idle_check(self) -> None:
-        # One timer per connection: when it fires, close if the connection has
-        # been idle for the whole timeout, else wait out the rest of it.
-        self.idle_timer = None
-        if self.idle_since is None or self.transport.is_closing():
-            return  # busy: re-armed when the current response completes
-        left = self.idle_since + self.keep_alive_timeout - self.loop.time()
-        if left <= 0:
-            self.transport.close()
-        else:
-            self.idle_timer = self.loop.call_later(left, self._idle_check)
+    def _arm(self, due: float) -> None:
+        """Have the connection's timer fire by ``due``."""
+        timer = self.timer
+        if timer is not None:
+            if self.timer_due <= due:
+                return  # it fires first and then waits out the rest
+            timer.cancel()
+        self.timer_due = due
+        self.timer = self.loop.call_at(due, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        # One timer per connection: when it fires, close a connection idle for
+        # the whole keep-alive timeout or one whose head is overdue, else wait
+        # for the nearer of the two deadlines still running.
+        self.timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.head_since is not None:
+            if now >= self.head_since + self.header_timeout:
+                self._head_timed_out()
+                return
+            self._arm(self.head_since + self.header_timeout)
+        if self.idle_since is not None:
+            if now >= self.idle_since + self.keep_alive_timeout:
+                self.transport.close()
+                return
+            self._arm(self.idle_since + self.keep_alive_timeout)
+        # Neither: busy, and re-armed when the current response completes.
+
+    def _head_timed_out(self) -> None:
+        if self.current is not None:
+            # A pipelined head stalled behind a response being written: that
+            # response is the last.
+            self.current.keep_alive = False
+            self.queued.clear()
+            self.pause_reading()
+            return
+        log.warning("Request refused (408): headers not received in time")
+        self._refuse(408, "Request Timeout")
 
     def _refuse(self, status: int, message: str) -> None:
+        # The app of a request under way hears that the client is gone, and
+        # nothing it still sends goes out.
+        current = self.current
+        for exchange in (current, *self.queued):
+            if exchange is not None:
+                exchange.lost()
+        self.queued.clear()
+        if self.transport.is_closing() or (current is not None and current.started):
+            self.transport.close()  # its response began: an error status cannot follow
+            return
         body = message.encode()
         head = [_STATUS_LINES[status]]
         for name, value in self.server_state.default_headers:
@@ -355,7 +516,7 @@ class HttpProtocol(asyncio.Protocol):
             b"connection: close\r\n\r\n" % len(body)
         )
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        linger(self.transport, then=self._forget)
 
     def _upgraded(self, rest: bytes) -> None:
         ws_class = self.ws_protocol_class
@@ -369,6 +530,9 @@ class HttpProtocol(asyncio.Protocol):
                 self.data_received(rest)
             return
         self.server_state.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         method = self.parser.get_method()
         request = [method, b" ", self.url, b" HTTP/1.1\r\n"]
         for name, value in self.headers:
@@ -401,6 +565,7 @@ class _Exchange:
         "remaining",
         "head",
         "app",
+        "received",
     )
 
     def __init__(
@@ -426,6 +591,7 @@ class _Exchange:
         self.remaining: int | None = None  # Content-Length not yet sent
         self.head: bytes | None = None  # status line and headers not yet written
         self.app = app  # what serves it (see HttpProtocol.unproxied_app)
+        self.received = 0  # body bytes read from the client
 
     def wake(self) -> None:
         waiter = self.waiter
