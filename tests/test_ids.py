@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 import roost
-from roost.ids import IdFactory
+from roost.ids import MAX_NAME_BYTES, IdFactory
 
 
 def test_name_ids_are_deterministic_64_hex_and_remember_the_name() -> None:
@@ -73,3 +73,20 @@ async def test_copies_and_pickles_of_an_id_carry_the_identity_only() -> None:
             assert twin._activation is None
             assert await rt.env.THING.get(twin).ping() == 1  # found through the table
         assert rt.statistics().activations == 1
+
+
+def test_names_longer_than_the_limit_are_refused() -> None:
+    factory = IdFactory("NS")
+    assert factory.from_name("é" * (MAX_NAME_BYTES // 2)).name is not None  # exactly the limit
+    with pytest.raises(roost.InvalidObjectId, match="over the limit of 2,048") as info:
+        factory.from_name("é" * (MAX_NAME_BYTES // 2) + "x")
+    assert isinstance(info.value, ValueError)
+
+
+def test_the_name_cache_is_bounded_by_the_characters_it_holds() -> None:
+    factory = IdFactory("NS")
+    for i in range(5_000):  # 10 MB of names, were they all kept
+        factory.from_name(f"{i:06d}" + "n" * (MAX_NAME_BYTES - 6))
+    held = sum(len(name) for name in factory._names)
+    assert held <= 2 * 1024 * 1024 + MAX_NAME_BYTES
+    assert factory.from_name("short") is factory.from_name("short")  # still a cache

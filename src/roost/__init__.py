@@ -11,6 +11,7 @@ names not listed in ``__all__`` are internal.
 """
 
 from .errors import (
+    CallTimeout,
     CommitFailed,
     InvalidObjectId,
     InvalidState,
@@ -26,6 +27,7 @@ from .errors import (
     SqlTimeout,
     StorageError,
     StorageLimitExceeded,
+    UnknownBinding,
     UnknownNamespace,
     WebSocketClosed,
     WebSocketError,
@@ -42,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlarmInfo",
     "App",
+    "CallTimeout",
     "CommitFailed",
     "DurableObject",
     "Env",
@@ -73,6 +76,7 @@ __all__ = [
     "StorageLimits",
     "Stub",
     "Transaction",
+    "UnknownBinding",
     "UnknownNamespace",
     "WebSocket",
     "WebSocketClosed",

@@ -6,8 +6,9 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
 
     RoostError
     ├── InvalidObjectId (ValueError)        malformed ID, or an ID of another namespace
-    ├── UnknownNamespace (LookupError,      env.NAME with no such binding
-    │                     AttributeError)
+    ├── UnknownBinding (LookupError,        env.NAME with no such namespace or
+    │   │               AttributeError)     configuration value
+    │   └── UnknownNamespace                 a namespace name that is not bound
     ├── RpcMethodNotFound (AttributeError)  stub.method that is not a public async method
     ├── StorageError
     │   ├── StorageLimitExceeded (ValueError)   key, value, SQL row or database over
@@ -22,6 +23,8 @@ catch (``ValueError``, ``TypeError``, ``LookupError``)::
     ├── ObjectReset                          the instance was dropped (failed commit,
     │                                        ctx.abort()); its held outputs fail
     ├── ObjectOverloaded                     the object's queue is full; retry later
+    ├── CallTimeout (TimeoutError)           a call outlived call_timeout; its outcome
+    │                                        is unknown
     ├── RuntimeClosed                        the runtime is shut down
     ├── InvalidState (RuntimeError)          use of something no longer usable (a
     │                                        finished transaction)
@@ -47,6 +50,7 @@ import sys
 from typing import Any
 
 __all__ = [
+    "CallTimeout",
     "CommitFailed",
     "InvalidObjectId",
     "InvalidState",
@@ -62,6 +66,7 @@ __all__ = [
     "SqlTimeout",
     "StorageError",
     "StorageLimitExceeded",
+    "UnknownBinding",
     "UnknownNamespace",
     "WebSocketClosed",
     "WebSocketError",
@@ -80,7 +85,11 @@ class InvalidObjectId(RoostError, ValueError):
     """An object ID string is malformed or belongs to another namespace."""
 
 
-class UnknownNamespace(RoostError, LookupError, AttributeError):
+class UnknownBinding(RoostError, LookupError, AttributeError):
+    """``env`` has no binding (namespace or configuration value) of that name."""
+
+
+class UnknownNamespace(UnknownBinding):
     """No namespace is bound under the requested name."""
 
 
@@ -160,6 +169,15 @@ class ObjectOverloaded(RoostError):
 
 class InvalidState(RoostError, RuntimeError):
     """An operation on something that is no longer usable, e.g. a finished transaction."""
+
+
+class CallTimeout(RoostError, TimeoutError):
+    """A call did not finish within the runtime's ``call_timeout``.
+
+    Its outcome is unknown: the object may have run the call in part or in
+    whole (its writes so far are kept, as for an event that raised), so retry
+    only what is idempotent.
+    """
 
 
 class RuntimeClosed(RoostError):

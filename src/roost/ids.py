@@ -17,7 +17,10 @@ from typing import Any, Final
 
 from .errors import InvalidObjectId
 
-__all__ = ["ObjectId", "IdFactory"]
+__all__ = ["MAX_NAME_BYTES", "ObjectId", "IdFactory"]
+
+#: The longest object name ``id_from_name`` accepts, in bytes of UTF-8.
+MAX_NAME_BYTES: Final = 2048
 
 _BODY_BYTES = 24
 _CHECK_BYTES = 8
@@ -27,6 +30,9 @@ _HEX_ID = re.compile(r"[0-9a-f]{64}")
 #: the runtime's default cap of live objects (10,000): a smaller cache, emptied
 #: when full, missed on nearly every request once that many objects were busy.
 _NAME_CACHE_SIZE: Final = 16384
+#: ... and bounded by the characters of the names it holds, so that long names
+#: (up to MAX_NAME_BYTES each) cannot make it hold hundreds of MiB.
+_NAME_CACHE_CHARS: Final = 2 * 1024 * 1024
 
 
 class ObjectId:
@@ -91,7 +97,7 @@ class IdFactory:
     elsewhere.
     """
 
-    __slots__ = ("_namespace", "_key", "_names")
+    __slots__ = ("_namespace", "_key", "_names", "_name_chars")
 
     def __init__(self, namespace: str, *, secret: bytes = b"") -> None:
         self._namespace = namespace
@@ -99,6 +105,7 @@ class IdFactory:
             namespace.encode(), key=secret[:64], person=b"roost-ns"
         ).digest()
         self._names: dict[str, ObjectId] = {}
+        self._name_chars = 0
 
     def _check(self, body: bytes) -> bytes:
         return hashlib.blake2b(
@@ -114,16 +121,21 @@ class IdFactory:
         known = self._names.get(name)
         if known is not None:
             return known
+        encoded = name.encode("utf-8", "surrogatepass")
+        if len(encoded) > MAX_NAME_BYTES:
+            raise InvalidObjectId(
+                f"object name {name[:40]!r}... is {len(encoded):,} bytes of UTF-8, over the "
+                f"limit of {MAX_NAME_BYTES:,}"
+            )
         body = hashlib.blake2b(
-            name.encode("utf-8", "surrogatepass"),
-            key=self._key,
-            digest_size=_BODY_BYTES,
-            person=b"roost-nm",
+            encoded, key=self._key, digest_size=_BODY_BYTES, person=b"roost-nm"
         ).digest()
         made = self._make(body, name)
-        if len(self._names) >= _NAME_CACHE_SIZE:
+        if len(self._names) >= _NAME_CACHE_SIZE or self._name_chars >= _NAME_CACHE_CHARS:
             self._names.clear()
+            self._name_chars = 0
         self._names[name] = made
+        self._name_chars += len(name)
         return made
 
     def unique(self) -> ObjectId:

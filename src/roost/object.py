@@ -163,22 +163,25 @@ class DurableObject:
         self.env = env
 
 
-_rpc_cache: dict[tuple[type, str], bool] = {}
+#: The RPC methods found so far.  Only found ones are kept: a caller can name
+#: any number of methods that do not exist, and a refusal may take the slow path.
+_rpc_methods: set[tuple[type, str]] = set()
 
 
 def is_rpc_method(cls: type[DurableObject], name: str) -> bool:
     """True when stubs may call ``name`` on instances of ``cls``."""
     key = (cls, name)
-    known = _rpc_cache.get(key)
-    if known is None:
-        attr = inspect.getattr_static(cls, name, None)
-        if isinstance(attr, (staticmethod, classmethod)):
-            attr = attr.__func__
-        known = (
-            not name.startswith("_")
-            and name not in HANDLER_NAMES
-            and not hasattr(DurableObject, name)
-            and inspect.iscoroutinefunction(attr)
-        )
-        _rpc_cache[key] = known
-    return known
+    if key in _rpc_methods:
+        return True
+    attr = inspect.getattr_static(cls, name, None)
+    if isinstance(attr, (staticmethod, classmethod)):
+        attr = attr.__func__
+    found = (
+        not name.startswith("_")
+        and name not in HANDLER_NAMES
+        and not hasattr(DurableObject, name)
+        and inspect.iscoroutinefunction(attr)
+    )
+    if found:
+        _rpc_methods.add(key)
+    return found

@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from roost.cli import main
+from roost.storage.sqlite import _lock_data_dir, lock_holder
 from tests.conftest import EXAMPLES, ROOT
 
 APPS = Path(__file__).parent / "apps"
@@ -70,6 +71,32 @@ def test_module_without_app(runner: CliRunner, tmp_path: Path) -> None:
     named = runner.invoke(main, ["serve", f"{APPS / 'no_app.py'}:VALUE", "--data", str(tmp_path)])
     assert named.exit_code != 0
     assert "is a int, not a roost.App" in named.output
+
+
+def test_a_class_as_the_target_says_what_is_wrong(runner: CliRunner, tmp_path: Path) -> None:
+    target = f"{EXAMPLES / 'counter.py'}:Counter"
+    result = runner.invoke(main, ["serve", target, "--data", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "is the class Counter, not a roost.App; wrap it in one" in result.output
+
+
+def test_a_locked_data_dir_is_refused_in_one_line_before_the_banner(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    fd = _lock_data_dir(tmp_path)  # what a running server holds
+    try:
+        for command in ("serve", "dev"):
+            result = runner.invoke(
+                main, [command, str(EXAMPLES / "counter.py"), "--data", str(tmp_path)]
+            )
+            assert result.exit_code == 1
+            assert f"in use by another Roost process (pid {os.getpid()})" in result.output
+            assert "roost serve:" not in result.output and "roost dev:" not in result.output
+            assert "Traceback" not in result.output
+    finally:
+        os.close(fd)
+    assert lock_holder(tmp_path) is None
 
 
 def test_unwritable_data_dir(runner: CliRunner, tmp_path: Path) -> None:

@@ -350,7 +350,10 @@ async def test_an_idle_object_is_evicted_and_recreated_with_its_storage() -> Non
 
 async def test_a_busy_object_is_not_evicted() -> None:
     clock = ManualClock()
-    async with roost.Runtime({"COUNTER": Counter}, clock=clock, idle_timeout=10) as rt:
+    # No call timeout: the call must outlive a whole minute of the manual clock.
+    async with roost.Runtime(
+        {"COUNTER": Counter}, clock=clock, idle_timeout=10, call_timeout=None
+    ) as rt:
         stub = rt.env.COUNTER.get_by_name("x")
         GATES["g"] = asyncio.Event()
         busy = asyncio.create_task(stub.slow_increment("g"))

@@ -10,6 +10,7 @@ import pytest
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 import roost
+import roost.testing
 
 
 class AppError(Exception):
@@ -183,8 +184,11 @@ async def test_namespaces_and_env(rt: roost.Runtime) -> None:
         ns.get(rt.env.OTHER.id_from_name("x"))
     with pytest.raises(TypeError):
         ns.get(str(unique))  # type: ignore[arg-type]
-    with pytest.raises(roost.UnknownNamespace, match="THING"):
+    with pytest.raises(roost.UnknownBinding, match="THING") as info:
         rt.env.NOPE  # noqa: B018
+    assert not isinstance(info.value, roost.UnknownNamespace)
+    assert "namespaces are OTHER, THING, its configuration values GREETING" in str(info.value)
+    assert isinstance(info.value, LookupError) and isinstance(info.value, AttributeError)
     assert getattr(rt.env, "NOPE", None) is None
 
 
@@ -293,5 +297,7 @@ async def test_fetch_keeps_percent_encoded_paths_intact() -> None:
 async def test_list_object_ids_names_only_namespaces(rt: roost.Runtime) -> None:
     await rt.env.OTHER.get_by_name("stored").increment()
     assert rt.list_object_ids("OTHER") == [rt.env.OTHER.id_from_name("stored")]
+    assert rt.list_object_ids(rt.env.OTHER) == rt.list_object_ids("OTHER")
+    assert roost.testing.list_object_ids(rt.env.OTHER) == rt.list_object_ids("OTHER")
     with pytest.raises(roost.UnknownNamespace, match="THING"):
         rt.list_object_ids("GREETING")  # a configuration value, not a namespace

@@ -20,6 +20,7 @@ import click
 
 from .. import __version__
 from ..server import Server, bind, make_config
+from ..storage.sqlite import lock_holder
 from .loader import ENV_DATA, ENV_TARGET, AppNotFound, LoadedApp, load_app
 
 __all__ = ["main"]
@@ -73,6 +74,12 @@ def _data_dir(loaded: LoadedApp, data: Path | None) -> Path:
         raise click.ClickException(
             f"the data directory {path} is not writable: {exc.strerror or exc}"
         ) from None
+    holder = lock_holder(path)
+    if holder is not None:
+        raise click.ClickException(
+            f"the data directory {path} is in use by another Roost process (pid {holder}); "
+            "stop it, or give this one another directory with --data"
+        )
     return path
 
 

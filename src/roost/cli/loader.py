@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from ..object import DurableObject
 from ..server import App
 
 __all__ = ["AppNotFound", "LoadedApp", "app_from_environ", "load_app", "load_module"]
@@ -101,10 +102,18 @@ def load_app(spec: str) -> LoadedApp:
                 f"{target} has {what} at module level; name one as {target}:NAME (or call it `app`)"
             )
         found = apps[0]
+    name = attr or "app"
+    if isinstance(found, type):
+        hint = (
+            f"; wrap it in one, e.g. app = roost.App({{{found.__name__.upper()!r}: "
+            f"{found.__name__}}}, fetch=...)"
+            if issubclass(found, DurableObject)
+            else ""
+        )
+        raise AppNotFound(f"{target}:{name} is the class {found.__name__}, not a roost.App{hint}")
     if callable(found) and not isinstance(found, App):
         found = found()  # a factory
     if not isinstance(found, App):
-        name = attr or "app"
         raise AppNotFound(f"{target}:{name} is a {type(found).__name__}, not a roost.App")
     return LoadedApp(found, module, directory)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..errors import InvalidObjectId, UnknownNamespace
+from ..errors import InvalidObjectId, UnknownBinding
 from ..ids import IdFactory, ObjectId
 from .router import Router
 from .stubs import Stub
@@ -89,8 +89,17 @@ class Env(Mapping[str, Any]):
         try:
             return self._bindings[name]
         except KeyError:
-            known = ", ".join(sorted(self._bindings)) or "none"
-            raise UnknownNamespace(f"no binding named {name!r} (bindings: {known})") from None
+            raise UnknownBinding(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        namespaces = sorted(k for k, v in self._bindings.items() if isinstance(v, Namespace))
+        values = sorted(k for k, v in self._bindings.items() if not isinstance(v, Namespace))
+        return (
+            f"env has no binding named {name!r}: its namespaces are "
+            f"{', '.join(namespaces) or 'none'}, its configuration values "
+            f"{', '.join(values) or 'none'} (configuration is passed as env={{...}} "
+            "to App or Runtime)"
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._bindings

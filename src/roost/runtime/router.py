@@ -10,6 +10,7 @@ the object's side, and an exception raised by the object's code comes back as a
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
@@ -61,18 +62,32 @@ class LocalRouter(Router):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        deadlines = self._runtime.deadlines
+        deadline = deadlines.enter()
         try:
             return await self._runtime.invoke(namespace, object_id, method, args, kwargs)
         except ObjectRaised as raised:
             raise to_remote_error(raised) from None
+        except asyncio.CancelledError:
+            deadlines.raise_if_expired(deadline, f"{namespace}.{method}()")
+            raise
+        finally:
+            deadlines.leave(deadline)
 
     async def fetch(
         self, namespace: str, object_id: ObjectId, request: RequestMessage
     ) -> ResponseMessage:
+        deadlines = self._runtime.deadlines
+        deadline = deadlines.enter()
         try:
             return await self._runtime.deliver_fetch(namespace, object_id, request)
         except ObjectRaised as raised:
             raise to_remote_error(raised) from None
+        except asyncio.CancelledError:
+            deadlines.raise_if_expired(deadline, f"{namespace} fetch()")
+            raise
+        finally:
+            deadlines.leave(deadline)
 
 
 def to_remote_error(raised: ObjectRaised) -> RemoteError:

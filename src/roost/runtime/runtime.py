@@ -33,9 +33,11 @@ from ..storage.sqllimits import SqlLimits
 from .activation import Activation, ObjectRaised, _Moved
 from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
+from .deadlines import CallDeadlines
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
 from .socketregistry import SocketRegistry
+from .watchdog import LoopWatchdog
 
 __all__ = ["Runtime", "RuntimeStatistics"]
 
@@ -107,6 +109,15 @@ class Runtime:
         allocations that cost 10-20 % of a busy server's time
         (``docs/design.md``).  Applied only when the threshold is still
         Python's default, and restored on :meth:`close`.
+    call_timeout:
+        Seconds a stub call (RPC or ``fetch``) may take before its caller gets
+        :class:`~roost.CallTimeout`, whose outcome is unknown (``None``: no
+        limit).  Kept to within a quarter of the timeout.  Calls still waiting
+        when :meth:`close` gives up on them fail with :class:`~roost.RuntimeClosed`.
+    loop_block_warning:
+        Log a warning, with the running stack, when the event loop is held for
+        longer than this many seconds (``None``: never): an event that computes
+        without awaiting stalls every object of the process.
     """
 
     def __init__(
@@ -125,6 +136,8 @@ class Runtime:
         clock: Clock | None = None,
         engine: StorageEngine | None = None,
         gc_threshold: int | None = 50_000,
+        call_timeout: float | None = 30.0,
+        loop_block_warning: float | None = 1.0,
     ) -> None:
         for name, cls in objects.items():
             if not isinstance(name, str) or not name:
@@ -162,6 +175,9 @@ class Runtime:
         self.max_queue = max_queue
         self.limits = limits or StorageLimits()
         self.clock = clock or SystemClock()
+        #: Stub calls in flight, failed with CallTimeout past ``call_timeout``.
+        self.deadlines = CallDeadlines(self.clock, call_timeout)
+        self.watchdog = LoopWatchdog(loop_block_warning)
         self.router: Router = LocalRouter(self)
         clash = set(objects) & set(env or {})
         if clash:
@@ -214,9 +230,15 @@ class Runtime:
         self._raise_gc_threshold()
         self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
         self.alarms.start(loop)
+        self.deadlines.start(loop)
+        self.watchdog.start(loop)
 
-    async def close(self) -> None:
-        """Stop taking events, let running ones finish, commit all writes, close storage."""
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Stop taking events, let running ones finish, commit all writes, close storage.
+
+        Events still running after ``grace`` seconds are cancelled: their
+        callers get :class:`~roost.RuntimeClosed`.
+        """
         if self._closed or self._closing:
             return
         self._closing = True
@@ -224,11 +246,14 @@ class Runtime:
             await self.alarms.close()
             # Let in-flight events and held outputs finish (bounded: a stuck
             # event must not hang shutdown forever).
-            for _ in range(1000):
+            for _ in range(max(0, round(grace / 0.01))):
                 busy = [a for a in self._live.values() if a.events or a.pending_outputs]
                 if not busy:
                     break
                 await asyncio.sleep(0.01)
+            # Callers of events still stuck get RuntimeClosed instead of waiting forever.
+            self.deadlines.close()
+            self.deadlines.cancel_all()
             for act in list(self._live.values()):
                 barrier = act.storage._output_barrier()
                 if barrier is not None:
@@ -246,6 +271,7 @@ class Runtime:
             self._live.clear()
             self._live_sql.clear()
             await self.engine.close()
+            self.watchdog.close()
             self._restore_gc_threshold()
         self._closed = True
 
@@ -411,8 +437,13 @@ class Runtime:
             pending_outputs=sum(a.pending_outputs for a in acts),
         )
 
-    def list_object_ids(self, namespace: str) -> list[ObjectId]:
-        """IDs of the objects of ``namespace`` that have stored data."""
+    def list_object_ids(self, namespace: Namespace | str) -> list[ObjectId]:
+        """IDs of the objects of ``namespace`` (``env.NAME``, or its name) that have
+        stored data."""
+        if isinstance(namespace, Namespace):
+            if self.env.get(namespace.name) is not namespace:
+                raise UnknownNamespace(f"{namespace!r} is not a namespace of this runtime")
+            namespace = namespace.name
         if namespace not in self.classes:
             known = ", ".join(sorted(self.classes)) or "none"
             raise UnknownNamespace(f"no namespace named {namespace!r} (namespaces: {known})")

@@ -776,6 +776,25 @@ def _lock_data_dir(directory: Path) -> int:
     return fd
 
 
+def lock_holder(directory: Path) -> str | None:
+    """The pid holding ``directory``'s lock (``"unknown"`` if unrecorded), else None.
+
+    For start-up checks that want to refuse before printing anything; the
+    engine takes the lock for real when it opens.
+    """
+    try:
+        fd = os.open(directory / "LOCK", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # also releases the probe's shared lock
+    return None
+
+
 #: The data directory's lock, for Roost's other tools (``roost check``).
 lock_data_dir = _lock_data_dir
 

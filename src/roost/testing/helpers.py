@@ -77,7 +77,10 @@ async def run_alarm(stub: Stub) -> bool:
 
 
 def list_object_ids(namespace: Namespace) -> list[ObjectId]:
-    """IDs of the objects of ``namespace`` (``env.NAME``) that have stored data."""
+    """IDs of the objects of ``namespace`` (``env.NAME``) that have stored data.
+
+    The same as ``runtime.list_object_ids(env.NAME)``, for tests that hold only ``env``.
+    """
     if not isinstance(namespace, Namespace):
         raise TypeError(f"expected a namespace (env.NAME), not {type(namespace).__name__}")
     runtime = _local_runtime(namespace._router)
