@@ -24,7 +24,7 @@ from roost import App, DurableObject, Request, Response, Stub
 
 class Counter(DurableObject):
     """One counter.  Each event runs alone against its storage, so a
-    read-modify-write needs no lock (DESIGN §4)."""
+    read-modify-write needs no lock (docs/consistency.md)."""
 
     async def value(self) -> int:
         """RPC: the current value."""

@@ -75,7 +75,7 @@ class ObjectState:
         """Keep the object alive until ``work`` finishes, after the event returns."""
         self._activation.wait_until(work)
 
-    # -- WebSockets (hibernation API, DESIGN §5) ------------------------------------
+    # -- WebSockets (hibernation API, docs/websockets.md) ---------------------------
 
     def accept_websocket(self, ws: WebSocket, tags: Iterable[str] = ()) -> None:
         """Accept ``ws`` (from ``request.websocket``) for the hibernation API.

@@ -2,13 +2,13 @@
 
 Storage calls on an embedded engine never suspend, so in asyncio an object's
 events can only interleave where one of them awaits something outside the
-object.  That is exactly the freedom DESIGN §4 rule 2 allows, and it needs no
-lock.  The gate is for the moments when *nothing* may interleave: while a
-``block_concurrency_while`` callback runs (including one started by the
-constructor), and while a storage operation really suspends (``storage.sync()``,
-which waits for the disk).  New events then
-wait in arrival order, and are let in one per loop turn so that an event let in
-can close the gate again before the next one starts.
+object.  That is exactly the freedom rule 2 of the consistency contract allows
+(docs/consistency.md), and it needs no lock.  The gate is for the moments when
+*nothing* may interleave: while a ``block_concurrency_while`` callback runs
+(including one started by the constructor), and while a storage operation
+really suspends (``storage.sync()``, which waits for the disk).  New events
+then wait in arrival order, and are let in one per loop turn so that an event
+let in can close the gate again before the next one starts.
 """
 
 from __future__ import annotations

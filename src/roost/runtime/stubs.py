@@ -106,6 +106,6 @@ class _RpcMethod:
 
 def _output_barrier() -> Awaitable[None] | None:
     # A call made from inside an object is an output too: it leaves only once
-    # the caller's earlier writes are durable (DESIGN §4 rule 4).
+    # the caller's earlier writes are durable (the output gate, docs/consistency.md).
     caller = current_activation.get()
     return None if caller is None else caller.storage._output_barrier()

@@ -3,7 +3,7 @@
 A WebSocket connection is opened by the server (an ASGI ``websocket`` scope)
 and handed to an object through its ``fetch``: the request the object receives
 carries a :class:`WebSocket` handle as ``request.websocket``.  The object
-accepts it in one of two styles (DESIGN §5):
+accepts it in one of two styles (docs/websockets.md):
 
 * **held**: ``ws.accept()``; the object reads with ``await ws.receive()`` or
   ``async for message in ws`` and stays in memory while the socket is open.
@@ -21,7 +21,7 @@ connection.  The connection's owner feeds what it receives back in with
 :func:`~roost.runtime.socketdelivery.deliver_close`.  The sockets of each
 object are kept by the runtime's :class:`~roost.runtime.socketregistry.SocketRegistry`.
 
-Everything an object sends passes the output gate (DESIGN §4 rule 4): a frame
+Everything an object sends passes the output gate (docs/consistency.md): a frame
 is handed to the transport only once every write made before ``send`` is
 durable, frames leave in the order they were sent, and when a write fails the
 held frames are dropped and the socket is closed with 1011.

@@ -1,6 +1,6 @@
 """``roost.App``: object classes bound to namespaces, plus the front code, as one ASGI app.
 
-Requests reach objects only through the front code and stubs (DESIGN §2, §6).
+Requests reach objects only through the front code and stubs (see docs/serving.md).
 The front is one of:
 
 * ``fetch``: ``async def fetch(request, env) -> Response`` (Cloudflare's

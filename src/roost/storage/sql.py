@@ -3,7 +3,7 @@
 Synchronous, as in Cloudflare's SQLite-backed Durable Objects: a statement runs
 at once on the object's own database, inside the transaction of the current
 batch, so it sees every earlier write of the object and joins the same atomic
-commit and output gate as KV writes (DESIGN §4 rules 3-5).
+commit and output gate as KV writes (docs/storage.md, docs/consistency.md).
 
 A query may hold several statements separated by ``;`` (then without
 parameters); the cursor holds the rows of the last one.  A query either runs

@@ -1,6 +1,6 @@
 """The store of a SQL object: batches that commit its own database.
 
-How a batch commits (DESIGN §4 rules 3-5):
+How a batch commits (rules 3-5 of docs/consistency.md):
 
 1. User SQL runs at once on the object's connection, inside the transaction of
    the current batch (:meth:`ObjectDatabase.begin`), so it reads its own writes.

@@ -108,7 +108,7 @@ class InjectedCommitFailure(Exception):
 def fail_commits(stub: Stub) -> Iterator[list[WriteBatch]]:
     """Make every commit of the object fail while the ``with`` block runs.
 
-    The object is reset (DESIGN §4 rule 4): its held outputs fail (with
+    The object is reset (see docs/consistency.md): its held outputs fail (with
     :class:`~roost.CommitFailed`) and none of the failed batches' writes remain.
     The block gets the list of batches that were refused.
     """
