@@ -1,10 +1,13 @@
 """Object IDs: 256 bits, written as 64 lowercase hex characters.
 
-An ID is 24 bytes of identity followed by an 8-byte check derived from the
-namespace, so an ID made in one namespace is recognised as foreign by another
-(``id_from_string`` refuses it) and IDs of different namespaces never collide.
-Names are hashed together with the namespace, so ``id_from_name`` is
-deterministic, and random IDs carry 192 random bits.
+An ID is 24 bytes of identity followed by an 8-byte check, both keyed BLAKE2b
+under a key made from the deployment's secret and the namespace
+(``roost.storage.idsecret`` keeps the secret).  So an ID made in one namespace
+is refused by another, IDs of different namespaces never collide, and only a
+holder of the secret can make an ID that ``id_from_string`` accepts: guessing
+one takes about 2**64 tries, each a request the server sees.  Names are hashed
+under the same key, so ``id_from_name`` is deterministic within a deployment,
+and random IDs carry 192 random bits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = ["MAX_NAME_BYTES", "ObjectId", "IdFactory"]
 MAX_NAME_BYTES: Final = 2048
 
 _BODY_BYTES = 24
+_MAX_KEY_BYTES = 64
 _CHECK_BYTES = 8
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 #: Names seen recently, per namespace: hot objects are looked up by name on
@@ -92,18 +96,21 @@ class IdFactory:
     """Makes and checks the IDs of one namespace.
 
     Both derivations are keyed BLAKE2b (a MAC by construction) under a key
-    derived from the namespace: the name hash makes ``from_name`` deterministic
-    and namespace-private; the 8-byte check lets ``from_string`` refuse IDs made
-    elsewhere.
+    derived from ``secret`` and the namespace: the name hash makes ``from_name``
+    deterministic and namespace-private; the 8-byte check lets ``from_string``
+    refuse IDs made elsewhere.  An empty ``secret`` gives the unkeyed IDs of
+    data directories made before IDs were keyed.
     """
 
     __slots__ = ("_namespace", "_key", "_names", "_name_chars")
 
     def __init__(self, namespace: str, *, secret: bytes = b"") -> None:
         self._namespace = namespace
-        self._key = hashlib.blake2b(
-            namespace.encode(), key=secret[:64], person=b"roost-ns"
-        ).digest()
+        if len(secret) > _MAX_KEY_BYTES:
+            # BLAKE2b takes a key of 64 bytes at most; a longer secret is hashed,
+            # not cut, so secrets that differ past byte 64 still differ.
+            secret = hashlib.blake2b(secret, person=b"roost-sk").digest()
+        self._key = hashlib.blake2b(namespace.encode(), key=secret, person=b"roost-ns").digest()
         self._names: dict[str, ObjectId] = {}
         self._name_chars = 0
 

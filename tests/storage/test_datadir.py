@@ -31,7 +31,11 @@ async def run_counter(data_dir: Path, times: int = 1) -> int:
 async def test_a_new_directory_gets_the_marker(tmp_path: Path) -> None:
     await run_counter(tmp_path)
     marker = json.loads((tmp_path / MARKER).read_text())
-    assert marker == {"roost_data_dir": 1, "shared_database": "objects.sqlite3"}
+    assert marker == {
+        "roost_data_dir": 1,
+        "shared_database": "objects.sqlite3",
+        "object_ids": "keyed",
+    }
     assert await run_counter(tmp_path) == 2
 
 

@@ -18,9 +18,9 @@ class Namespace:
 
     __slots__ = ("_name", "_ids", "_router")
 
-    def __init__(self, name: str, router: Router) -> None:
+    def __init__(self, name: str, router: Router, *, id_secret: bytes = b"") -> None:
         self._name = name
-        self._ids = IdFactory(name)
+        self._ids = IdFactory(name, secret=id_secret)
         self._router = router
 
     @property

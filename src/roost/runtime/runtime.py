@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import os
 import resource
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,7 @@ from ..errors import (
 from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject, is_rpc_method
+from ..storage import idsecret
 from ..storage.engine import Durability, StorageEngine, check_durability
 from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
@@ -118,6 +120,11 @@ class Runtime:
         Log a warning, with the running stack, when the event loop is held for
         longer than this many seconds (``None``: never): an event that computes
         without awaiting stalls every object of the process.
+    id_secret:
+        The secret that keys object IDs (at least 16 bytes; default: the
+        ``ROOST_ID_SECRET`` environment variable, else the secret the data
+        directory keeps, made when it was created).  Give it to share one
+        secret between deployments; see ``docs/storage.md``, "Object IDs".
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class Runtime:
         gc_threshold: int | None = 50_000,
         call_timeout: float | None = 30.0,
         loop_block_warning: float | None = 1.0,
+        id_secret: str | bytes | None = None,
     ) -> None:
         for name, cls in objects.items():
             if not isinstance(name, str) or not name:
@@ -182,7 +190,13 @@ class Runtime:
         clash = set(objects) & set(env or {})
         if clash:
             raise ValueError(f"bindings defined twice: {sorted(clash)}")
-        self.env = Env({**(env or {}), **{name: Namespace(name, self.router) for name in objects}})
+        secret = self.engine.id_secret(_given_id_secret(id_secret))
+        self.env = Env(
+            {
+                **(env or {}),
+                **{name: Namespace(name, self.router, id_secret=secret) for name in objects},
+            }
+        )
         # Keyed by the ID's hex alone: IDs of different namespaces never share
         # one (roost.ids), and a str key costs less per event than a tuple.
         self._live: OrderedDict[str, Activation] = OrderedDict()
@@ -537,3 +551,13 @@ def _sql_objects_for_open_files() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
     return max(16, (soft - _RESERVED_FILES) // 4)
+
+
+def _given_id_secret(given: str | bytes | None) -> bytes | None:
+    """The deployer's ID secret: ``given``, else ``ROOST_ID_SECRET``, else None."""
+    if given is not None:
+        return idsecret.check_secret(given, "id_secret")
+    from_env = os.environ.get(idsecret.ENV_VAR)
+    if from_env:
+        return idsecret.check_secret(from_env, idsecret.ENV_VAR)
+    return None

@@ -6,7 +6,7 @@ truncated ``objects.sqlite3`` looked like fresh storage: every object read
 empty, and new writes went on over the loss.  The marker records that the
 directory holds Roost's data and in what format::
 
-    {"roost_data_dir": 1, "shared_database": "objects.sqlite3"}
+    {"roost_data_dir": 1, "shared_database": "objects.sqlite3", "object_ids": "keyed"}
 
 With the marker present, a missing or zero-length shared database refuses to
 start (:func:`inspect`).  A directory written before the marker existed gets it
@@ -24,12 +24,14 @@ from typing import Final
 
 from ..errors import StorageError
 
-__all__ = ["MARKER", "DataDirState", "inspect", "write_marker"]
+__all__ = ["MARKER", "DataDirState", "holds_data", "ids_keyed", "inspect", "write_marker"]
 
 MARKER: Final = "roost.json"
 #: The data directory's layout version, as the marker records it.
 FORMAT: Final = 1
 SHARED_DATABASE: Final = "objects.sqlite3"
+#: The secret that keys object IDs (:mod:`.idsecret`).
+ID_FILE: Final = "ids.json"
 #: SQL objects' own databases live under this directory (:mod:`.objectfiles`).
 OBJECT_FILES: Final = "objects"
 
@@ -65,9 +67,31 @@ def inspect(directory: Path) -> DataDirState:
     return DataDirState(new=True, marked=False)
 
 
+def holds_data(directory: Path) -> bool:
+    """Whether ``directory`` holds Roost data (or its marker says it must)."""
+    return (
+        (directory / MARKER).exists()
+        or bool(_size(directory / SHARED_DATABASE))
+        or _other_data(directory) is not None
+    )
+
+
+def ids_keyed(directory: Path) -> bool:
+    """Whether the marker records that the directory's object IDs are keyed
+    (:mod:`.idsecret`): then a missing ``ids.json`` was lost, not never made."""
+    try:
+        content = json.loads((directory / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and content.get("object_ids") == "keyed"
+
+
 def write_marker(directory: Path) -> None:
     """Write the marker durably (once the shared database is durable itself)."""
-    content = json.dumps({"roost_data_dir": FORMAT, "shared_database": SHARED_DATABASE})
+    record: dict[str, object] = {"roost_data_dir": FORMAT, "shared_database": SHARED_DATABASE}
+    if (directory / ID_FILE).exists():
+        record["object_ids"] = "keyed"
+    content = json.dumps(record)
     temporary = directory / f".{MARKER}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

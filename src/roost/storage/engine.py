@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ..errors import CommitFailed
+from . import idsecret
 
 if TYPE_CHECKING:
     from .objectdb import ObjectDatabase
@@ -358,6 +359,16 @@ class StorageEngine(ABC):
         #: Called on the event loop with the due time (epoch ms) of every alarm a
         #: committed batch set; the scheduler uses it to wake up early.
         self.alarm_listener: Callable[[int], None] | None = None
+
+    def id_secret(self, given: bytes | None) -> bytes:
+        """The secret that keys object IDs of this storage (``roost.ids``).
+
+        ``given`` is the deployer's (``ROOST_ID_SECRET``); without it, storage
+        that outlives the process must keep its own, since every stored object
+        is found by an ID made with it.  This one lives in memory: one secret
+        per process.
+        """
+        return given if given is not None else idsecret.process_secret()
 
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -56,7 +56,7 @@ from typing import Any, Final
 import apsw
 
 from ..errors import CommitFailed, RuntimeClosed, StorageError
-from . import datadir
+from . import datadir, idsecret
 from .engine import (
     AlarmEntry,
     CommitFuture,
@@ -349,6 +349,13 @@ class SqliteEngine(StorageEngine):
         self._large_ids: Iterator[int] = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------
+
+    def id_secret(self, given: bytes | None) -> bytes:
+        directory = self.path.parent
+        try:
+            return idsecret.resolve(directory, given, has_data=datadir.holds_data(directory))
+        except OSError as exc:
+            raise StorageError(f"cannot keep the ID secret in {directory}: {exc}") from exc
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._writer is not None:
