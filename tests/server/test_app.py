@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from roost import App, DurableObject, Env, Request, Response
+from roost.testing import ManualClock
 from tests.conftest import Serve
 
 
@@ -89,6 +90,28 @@ async def test_fetch_front_errors_become_500_and_overload_503() -> None:
             assert refused.status_code == 503
             Mirror.gate.set()
             assert (await slow).status_code == 200
+    finally:
+        Mirror.gate = None
+
+
+async def test_a_call_past_its_timeout_is_504() -> None:
+    Mirror.gate = asyncio.Event()
+    clock = ManualClock()
+    app = App({"MIRROR": Mirror}, fetch=mirror_front, clock=clock, call_timeout=5)
+    try:
+        async with asgi_client(app) as client:
+            slow = asyncio.ensure_future(client.get("/slow"))
+            for _ in range(100):
+                if app.runtime.statistics().events_in_flight:
+                    break
+                await asyncio.sleep(0.005)
+            await clock.advance(4)
+            assert not slow.done()
+            await clock.advance(2)
+            response = await slow
+            assert response.status_code == 504
+            assert "did not finish within 5 s" in response.text
+            assert (await client.get("/fast")).status_code == 200
     finally:
         Mirror.gate = None
 

@@ -31,7 +31,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InvalidObjectId, RoostError, RuntimeClosed
+from ..errors import CallTimeout, InvalidObjectId, RoostError, RuntimeClosed
 from ..http import WEBSOCKET_EXTENSION, Request
 from ..object import DurableObject
 from ..runtime import Env, Runtime, WebSocket
@@ -372,8 +372,8 @@ async def _roost_error_handler(
 ) -> starlette.responses.Response:
     """Map Roost's errors at the HTTP boundary: overload, shutdown and any
     retryable error (a commit that failed, e.g. on a full disk; an object
-    reset) are 503 with ``Retry-After``, a malformed object ID from the
-    request is the client's error (400)."""
+    reset) are 503 with ``Retry-After``, a call past its timeout is 504, a
+    malformed object ID from the request is the client's error (400)."""
     if (
         getattr(exc, "overloaded", False)
         or getattr(exc, "retryable", False)
@@ -382,6 +382,9 @@ async def _roost_error_handler(
         return starlette.responses.PlainTextResponse(
             "Service Unavailable: " + str(exc), 503, headers={"retry-after": "1"}
         )
+    if isinstance(exc, CallTimeout):
+        # Not retried for the client: the call may have run (its outcome is unknown).
+        return starlette.responses.PlainTextResponse("Gateway Timeout: " + str(exc), 504)
     if isinstance(exc, InvalidObjectId) and not getattr(exc, "remote", False):
         return starlette.responses.PlainTextResponse("Bad Request: " + str(exc), 400)
     log.error("unhandled error for %s %s", request.method, request.url.path, exc_info=exc)
