@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -19,9 +20,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from roost import App
+from roost import App, Runtime
 from roost.cli.loader import load_module
 from roost.server import running
+from roost.storage import SqliteEngine
 
 SLOW = os.environ.get("ROOST_SLOW") == "1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,63 @@ Serve = Callable[[App], AbstractAsyncContextManager[str]]
 def scaled(quick: int, full: int) -> int:
     """A count for a soak/fault loop: bounded in CI, larger with ROOST_SLOW=1."""
     return full if SLOW else quick
+
+
+async def quiesce(max_turns: int = 1_000) -> None:
+    """Run the event loop until nothing is left that can run without outside input.
+
+    Yields to the loop until its ready queue is empty (only this task was
+    scheduled), so every task that is not waiting on a timer, a thread, I/O or
+    an ``asyncio.Event`` has reached such a wait.  A test that must show that
+    something has *not* happened (a result held by the output gate, an event
+    held by the input gate) calls it in place of a sleep: past this point,
+    nothing more happens until the test itself releases something, so the
+    assertion holds at any machine speed.  Work running in a thread (an
+    ``fsync``) is not waited for; hold it with :class:`BlockingCommits`.
+
+    On an event loop without a visible ready queue (not asyncio's own) it
+    yields ``max_turns`` times.
+    """
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    for _ in range(max_turns):
+        await asyncio.sleep(0)
+        if ready is not None and not ready:
+            return
+    if ready is not None:
+        raise AssertionError(f"the event loop was still busy after {max_turns} turns")
+
+
+class BlockingCommits:
+    """Holds a :class:`~roost.storage.SqliteEngine`'s ``fsync`` thread until released.
+
+    ``BlockingCommits.installed(runtime)`` sets it as the engine's sync hook:
+    the next commit is written (to the operating system) but not made durable,
+    so outputs that wait for it stay held until ``blocker.release.set()``.
+    """
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self) -> None:
+        self.entered.set()
+        if not self.release.wait(10):
+            raise TimeoutError("test never released the commit")
+
+    @classmethod
+    def installed(cls, runtime: Runtime) -> BlockingCommits:
+        """A blocker set as ``runtime``'s sync hook (a runtime with a ``data_dir``)."""
+        engine = runtime.engine
+        if not isinstance(engine, SqliteEngine):
+            raise TypeError("BlockingCommits holds the fsync of a SqliteEngine (data_dir=...)")
+        blocker = cls()
+        engine.sync_hook = blocker
+        return blocker
+
+    async def reached(self) -> None:
+        """Wait until a commit is written and held before its ``fsync``."""
+        if not await asyncio.to_thread(self.entered.wait, 5):
+            raise TimeoutError("no commit reached the fsync thread")
 
 
 @pytest.fixture

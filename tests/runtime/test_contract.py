@@ -1,4 +1,4 @@
-"""One test (at least) for each rule of the consistency contract, DESIGN §4.
+"""One test (at least) for each rule of the consistency contract (docs/consistency.md).
 
 Each test is written so that it fails when its rule is broken.
 """
@@ -6,7 +6,6 @@ Each test is written so that it fails when its rule is broken.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter as Tally
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 import roost
 from roost.runtime import ManualClock
 from roost.storage.engine import ObjectStore, WriteBatch
+from tests.conftest import BlockingCommits, quiesce
 
 constructed: Tally[str] = Tally()
 
@@ -67,7 +67,9 @@ class Counter(roost.DurableObject):
 
     async def put_then_outside_then_put(self, a: str, b: str) -> None:
         await self.ctx.storage.put(a, 1)
-        await asyncio.sleep(0.01)  # outside I/O: the first batch is sealed here
+        # An outside await: the engine seals the first batch on this loop turn,
+        # before the event resumes.
+        await asyncio.sleep(0)
         await self.ctx.storage.put(b, 2)
 
     async def hold(self, gate: str) -> None:
@@ -123,7 +125,7 @@ async def test_an_outside_await_lets_another_event_interleave() -> None:
         stub = rt.env.COUNTER.get_by_name("x")
         GATES["g"] = asyncio.Event()
         slow = asyncio.create_task(stub.slow_increment("g"))
-        await asyncio.sleep(0.01)
+        await quiesce()
         # The slow event is parked on an outside await; another event runs now.
         assert await asyncio.wait_for(stub.increment(10), 1) == 10
         GATES["g"].set()
@@ -151,9 +153,9 @@ async def test_block_concurrency_while_holds_every_other_event() -> None:
         stub = rt.env.COUNTER.get_by_name("x")
         GATES["g"] = asyncio.Event()
         holder = asyncio.create_task(stub.hold("g"))
-        await asyncio.sleep(0.01)
+        await quiesce()
         blocked = asyncio.create_task(stub.increment())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert not blocked.done(), "an event ran while block_concurrency_while was running"
         GATES["g"].set()
         await holder
@@ -167,7 +169,7 @@ class LoadsFirst(roost.DurableObject):
         ctx.block_concurrency_while(self._load())
 
     async def _load(self) -> None:
-        await asyncio.sleep(0.02)
+        await GATES["load"].wait()  # an outside await the test controls
         self.loaded = await self.ctx.storage.get("v") or "default"
 
     async def value(self) -> Any:
@@ -175,9 +177,13 @@ class LoadsFirst(roost.DurableObject):
 
 
 async def test_block_concurrency_while_in_the_constructor_runs_before_any_event() -> None:
+    GATES["load"] = asyncio.Event()
     async with roost.Runtime({"L": LoadsFirst}) as rt:
-        results = await asyncio.gather(*(rt.env.L.get_by_name("a").value() for _ in range(5)))
-        assert results == ["default"] * 5
+        calls = [asyncio.create_task(rt.env.L.get_by_name("a").value()) for _ in range(5)]
+        await quiesce()
+        assert not any(call.done() for call in calls), "an event ran before the load finished"
+        GATES["load"].set()
+        assert await asyncio.gather(*calls) == ["default"] * 5
 
 
 # -- rule 3: write coalescing ----------------------------------------------------
@@ -222,42 +228,17 @@ async def test_an_outside_await_splits_writes_into_separate_batches(data_dir: st
 # -- rule 4: the output gate -----------------------------------------------------
 
 
-class BlockingCommits:
-    """A sync hook that holds the engine's fsync thread until released: the
-    commit is written but not yet durable."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def __call__(self) -> None:
-        self.entered.set()
-        if not self.release.wait(10):
-            raise TimeoutError("test never released the commit")
-
-    @classmethod
-    def installed(cls, rt: roost.Runtime) -> BlockingCommits:
-        """A blocker set as ``rt``'s sync hook."""
-        blocker = cls()
-        rt.engine.sync_hook = blocker
-        return blocker
-
-    async def reached(self) -> None:
-        """Wait until a commit is written and held before its fsync."""
-        await asyncio.to_thread(self.entered.wait, 5)
-
-
 async def test_a_result_is_held_until_its_writes_are_durable(data_dir: str) -> None:
     async with roost.Runtime({"COUNTER": Counter}, data_dir=data_dir) as rt:
         blocker = BlockingCommits.installed(rt)
         stub = rt.env.COUNTER.get_by_name("x")
         call = asyncio.create_task(stub.increment())
         await blocker.reached()
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert not call.done(), "the result left before its write was durable"
         # The object goes on working meanwhile (and sees its own write)...
         second = asyncio.create_task(stub.increment())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert rt.statistics().pending_outputs == 2
         blocker.release.set()
         assert await call == 1
@@ -271,7 +252,7 @@ async def test_a_read_of_undurable_state_is_held_too(data_dir: str) -> None:
         write = asyncio.create_task(stub.increment())
         await blocker.reached()
         read = asyncio.create_task(stub.read())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert not read.done(), "a read of an undurable write was released"
         blocker.release.set()
         assert (await write, await read) == (1, 1)
@@ -320,7 +301,7 @@ async def test_reads_see_earlier_writes_before_they_are_durable(data_dir: str) -
         first = asyncio.create_task(stub.increment())
         await blocker.reached()  # 1 is written, not durable
         later = [asyncio.create_task(stub.traced_increment()) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await quiesce()
         # The later events already ran and read 1, then 2, from the object's
         # cache, while the first write is still waiting for the disk...
         assert TRACE == [("read", 1), ("read", 2)]
@@ -357,7 +338,7 @@ async def test_a_busy_object_is_not_evicted() -> None:
         stub = rt.env.COUNTER.get_by_name("x")
         GATES["g"] = asyncio.Event()
         busy = asyncio.create_task(stub.slow_increment("g"))
-        await asyncio.sleep(0.01)
+        await quiesce()
         await clock.advance(60)
         assert rt.is_live("COUNTER", stub.id)
         GATES["g"].set()
@@ -420,9 +401,9 @@ async def test_an_over_full_queue_answers_overloaded_at_once() -> None:
         stub = rt.env.COUNTER.get_by_name("x")
         GATES["g"] = asyncio.Event()
         holder = asyncio.create_task(stub.hold("g"))
-        await asyncio.sleep(0.01)
+        await quiesce()
         queued = [asyncio.create_task(stub.increment()) for _ in range(9)]
-        await asyncio.sleep(0.01)
+        await quiesce()
         with pytest.raises(roost.ObjectOverloaded) as info:
             await asyncio.wait_for(stub.increment(), 0.5)
         assert info.value.overloaded and not info.value.remote
@@ -452,7 +433,7 @@ async def test_storage_sync_holds_other_events_like_any_storage_operation(
         writer = asyncio.create_task(stub.write_and_sync())
         await blocker.reached()
         marker = asyncio.create_task(stub.mark())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert TRACE == [], "another event ran while sync() waited for the disk"
         blocker.release.set()
         await asyncio.gather(writer, marker)

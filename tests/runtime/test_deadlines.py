@@ -12,6 +12,7 @@ import pytest
 import roost
 from roost.runtime.deadlines import CallDeadlines
 from roost.testing import ManualClock, advance
+from tests.conftest import quiesce
 
 #: Set by a test; an event waits on it forever unless the test sets it.
 release: asyncio.Event | None = None
@@ -45,17 +46,12 @@ def _runtime(clock: ManualClock, **options: Any) -> roost.Runtime:
     return roost.Runtime({"STUCK": Stuck}, clock=clock, **options)
 
 
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
 async def test_a_call_past_its_timeout_fails_with_call_timeout_and_the_object_serves_on() -> None:
     clock = ManualClock()
     async with _runtime(clock, call_timeout=5) as rt:
         stub = rt.env.STUCK.get_by_name("a")
         call = asyncio.ensure_future(stub.hang())
-        await _settle()
+        await quiesce()
         await advance(rt, 4)
         assert not call.done()  # in time
         await advance(rt, 2.5)
@@ -70,7 +66,7 @@ async def test_a_fetch_times_out_too() -> None:
     clock = ManualClock()
     async with _runtime(clock, call_timeout=1) as rt:
         call = asyncio.ensure_future(rt.env.STUCK.get_by_name("f").fetch("http://x/"))
-        await _settle()
+        await quiesce()
         await advance(rt, 2)
         with pytest.raises(roost.CallTimeout, match="fetch"):
             await call
@@ -81,7 +77,7 @@ async def test_a_nested_call_answers_the_outer_caller_once() -> None:
     async with _runtime(clock, call_timeout=5) as rt:
         outer = rt.env.STUCK.get_by_name("outer")
         call = asyncio.ensure_future(outer.hang_through("inner"))
-        await _settle()
+        await quiesce()
         await advance(rt, 6)
         with pytest.raises(roost.CallTimeout, match=r"STUCK.hang_through\(\)"):
             await call
@@ -103,7 +99,7 @@ async def test_a_cancellation_from_elsewhere_stays_a_cancellation() -> None:
     clock = ManualClock()
     async with _runtime(clock, call_timeout=5) as rt:
         call = asyncio.ensure_future(rt.env.STUCK.get_by_name("a").hang())
-        await _settle()
+        await quiesce()
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
@@ -115,7 +111,7 @@ async def test_close_fails_callers_left_waiting_with_runtime_closed() -> None:
     await rt.start()
     stub = rt.env.STUCK.get_by_name("a")
     calls = [asyncio.ensure_future(stub.hang()) for _ in range(3)]
-    await _settle()
+    await quiesce()
     await advance(rt, 3600)  # no timeout: still waiting
     assert not any(c.done() for c in calls)
     await rt.close(grace=0)
@@ -151,11 +147,17 @@ async def test_the_watchdog_logs_an_event_that_holds_the_loop(
 async def test_no_watchdog_warning_when_the_loop_is_free(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async with roost.Runtime({"SPIN": Spinner}, loop_block_warning=0.5) as rt:
+    async with roost.Runtime({"SPIN": Spinner}, loop_block_warning=0.1) as rt:
         with caplog.at_level(logging.WARNING, logger="roost.runtime"):
-            for _ in range(3):
+            # Short events on a free loop, until the watchdog has seen the loop's
+            # heartbeat (every quarter threshold) 12 times: three thresholds.
+            beats: set[float] = set()
+            deadline = time.monotonic() + 10
+            while len(beats) < 12 and time.monotonic() < deadline:
                 await rt.env.SPIN.get_by_name("s").spin_without_awaiting(0)
-                await asyncio.sleep(0.05)
+                beats.add(rt.watchdog._beat)
+                await asyncio.sleep(0.005)
+            assert len(beats) >= 12, "the watchdog's heartbeat stopped"
     assert not [r for r in caplog.records if "blocked" in r.getMessage()]
     with pytest.raises(ValueError, match="loop_block_warning"):
         roost.Runtime({"SPIN": Spinner}, loop_block_warning=0)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import roost
+from tests.conftest import quiesce
 
 _gate: asyncio.Event | None = None
 
@@ -79,7 +80,7 @@ async def test_a_busy_sql_object_is_not_evicted_to_make_room(data_dir: str) -> N
     async with roost.Runtime({"LAZY": Lazy}, data_dir=data_dir, max_live_sql_objects=1) as rt:
         a, b = rt.env.LAZY.get_by_name("a"), rt.env.LAZY.get_by_name("b")
         held = asyncio.create_task(a.hold())
-        await asyncio.sleep(0.01)
+        await quiesce()
         await b.add("y")  # over the cap, but a is busy and b is the one serving
         assert rt.is_live("LAZY", a.id) and rt.is_live("LAZY", b.id)
         assert rt.statistics().evictions == 0

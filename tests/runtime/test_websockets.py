@@ -19,6 +19,7 @@ from roost import (
 )
 from roost.runtime import ManualClock, SocketTransport, deliver_close, deliver_message
 from roost.storage import MemoryEngine
+from tests.conftest import quiesce
 
 
 class FakeTransport(SocketTransport):
@@ -54,12 +55,6 @@ class Sock(DurableObject):
         return [list(ws.tags) for ws in self.ctx.get_websockets()]
 
 
-async def settle() -> None:
-    # A frame leaves on a later loop turn than the commit that frees it.
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
 async def open_socket(runtime: Runtime, path: str) -> tuple[WebSocket, FakeTransport]:
     transport = FakeTransport()
     ws = WebSocket(transport)
@@ -91,12 +86,11 @@ async def test_send_waits_for_the_writes_before_it() -> None:
 
         engine.enqueue = slow  # type: ignore[method-assign]
         delivery = asyncio.ensure_future(deliver_message(ws, "hi"))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await quiesce()
         assert transport.out == [("accept", None)]
         release.set()
         await delivery
-        await settle()
+        await quiesce()
         assert transport.out == [("accept", None), ("send", "stored 'hi'")]
         # The writes on both sides of the send committed as one batch.
         assert {"last", "after"} <= set(commits[-1])
@@ -111,7 +105,7 @@ async def test_hibernatable_socket_does_not_keep_object_alive() -> None:
         runtime.evict_idle()  # (the runtime's own sweep may have done it already)
         assert not runtime.is_live("SOCK", object_id)
         await deliver_message(ws, "again")
-        await settle()
+        await quiesce()
         assert runtime.is_live("SOCK", object_id)
         assert transport.out[-1] == ("send", "stored 'again'")
         assert await runtime.env.SOCK.get_by_name("s").tags() == [["t1"]]
@@ -188,9 +182,9 @@ async def test_one_release_hands_each_socket_its_frames_at_once() -> None:
             request.scope["extensions"] = {"roost.websocket": ws}
             assert (await stub.fetch(request)).status_code == 101
             pairs.append((ws, transport))
-        await settle()
+        await quiesce()
         await deliver_message(pairs[0][0], "m")
-        await settle()
+        await quiesce()
         for _, transport in pairs:
             # Held by one commit, released together: one call, in order.
             assert transport.out == [("accept", None), ("send_many", ["m0", "m1", "m2"])]

@@ -15,6 +15,7 @@ import pytest
 
 import roost
 from roost.storage import Durability, SqliteEngine
+from tests.conftest import quiesce
 
 
 class Counter(roost.DurableObject):
@@ -86,7 +87,7 @@ async def test_commits_held_by_a_quiet_pass_still_commit_when_the_engine_closes(
         assert await stub.increment() == 1
         engine._hold_commits(True)  # as the checkpoint thread's quiet pass does
         call = asyncio.create_task(stub.increment())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert not call.done(), "a held commit released its output"
         commits = engine.commits
         engine._hold_commits(False)
@@ -94,7 +95,7 @@ async def test_commits_held_by_a_quiet_pass_still_commit_when_the_engine_closes(
         assert engine.commits == commits + 1
         engine._hold_commits(True)
         late = asyncio.create_task(stub.increment())
-        await asyncio.sleep(0.05)
+        await quiesce()
         assert not late.done()
     assert await late == 3
     async with roost.Runtime({"COUNTER": Counter}, data_dir=tmp_path) as rt:

@@ -14,6 +14,7 @@ from roost import CommitFailed, SqlError, SqlNotEnabled, SqlStatementRefused
 from roost.storage.engine import CommitFuture, WriteBatch
 from roost.storage.memory import MemoryEngine
 from roost.testing import fail_commits, list_object_ids, run_in_object
+from tests.conftest import quiesce
 
 Factory = Callable[..., Awaitable[roost.Runtime]]
 
@@ -326,8 +327,7 @@ async def test_a_batch_that_wrote_nothing_settles_after_the_one_before_it() -> N
     first, second = CommitFuture(loop=loop), CommitFuture(loop=loop)
     store.commit(WriteBatch(writes={"k": b"\x01"}), first)
     store.commit(WriteBatch(writes={"absent": None}), second)
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await quiesce()
     assert not first.done() and not second.done()
     synced.set_result(None)
     await second
