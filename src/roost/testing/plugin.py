@@ -18,11 +18,16 @@ Fixtures:
     restart on the same ``roost_data_dir``); each is closed after the test.
 
 The async fixtures need ``pytest-asyncio`` (``pip install roost[testing]``).
+An ``async def`` test that uses any ``roost_*`` fixture runs on asyncio
+whatever ``asyncio_mode`` is set (its default, "strict", runs only tests marked
+``@pytest.mark.asyncio``): the plugin marks it, so that tests written as
+``docs/testing.md`` shows work without configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,29 @@ except ImportError:  # pragma: no cover - the kit's async fixtures then explain
     pytest_asyncio = None  # type: ignore[assignment]
 
 RuntimeFactory = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Module | pytest.Class, name: str, obj: object
+) -> Generator[None, Any, None]:
+    # trylast: the innermost wrapper, so the mark is on the items before
+    # pytest-asyncio's own wrapper decides which items are asyncio tests.
+    outcome = yield
+    if pytest_asyncio is None or not inspect.iscoroutinefunction(obj):
+        return
+    try:
+        result = outcome.get_result()
+    except BaseException:
+        return  # pytest reports the collection error itself
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if (
+            isinstance(item, pytest.Function)
+            and item.get_closest_marker("asyncio") is None
+            and any(name.startswith("roost_") for name in item.fixturenames)
+        ):
+            item.add_marker(pytest.mark.asyncio)
 
 
 @pytest.fixture
