@@ -32,6 +32,19 @@ EXAMPLES = ROOT / "examples"
 Serve = Callable[[App], AbstractAsyncContextManager[str]]
 
 
+#: Fixtures that start a real server or another process: a test that asks for one is an
+#: integration test (``-m "not integration"`` runs the in-process tests alone).
+INTEGRATION_FIXTURES = frozenset(
+    {"serve", "clients", "hostile_server", "processes", "chromium", "browser"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def scaled(quick: int, full: int) -> int:
     """A count for a soak/fault loop: bounded in CI, larger with ROOST_SLOW=1."""
     return full if SLOW else quick

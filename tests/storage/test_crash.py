@@ -1,4 +1,4 @@
-"""Durability (DESIGN §4 rule 5): kill -9 under load loses no acknowledged write."""
+"""Durability (rule 5 of docs/consistency.md): kill -9 under load loses no acknowledged write."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pytest
 import roost
 from tests.conftest import scaled
 from tests.storage.shared_file import stored
+
+pytestmark = pytest.mark.integration  # a child process, killed
 
 CHILD = Path(__file__).with_name("crash_child.py")
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import scaled
 
+pytestmark = pytest.mark.integration  # a child process, killed
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 
 
