@@ -48,9 +48,7 @@ class LoopWatchdog:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._beat_now()
-        self._thread = threading.Thread(
-            target=self._watch, name="roost-loop-watchdog", daemon=True
-        )
+        self._thread = threading.Thread(target=self._watch, name="roost-loop-watchdog", daemon=True)
         self._thread.start()
 
     def _beat_now(self) -> None:
