@@ -1,4 +1,4 @@
-"""Round trips of every value type DESIGN §3 lists, and refusal of the rest."""
+"""Round trips of every value type docs/guide.md lists, and refusal of the rest."""
 
 from __future__ import annotations
 

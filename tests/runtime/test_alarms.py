@@ -322,4 +322,4 @@ async def test_an_object_woken_for_its_alarm_is_evicted_after_the_idle_timeout(
     assert [f[0] for f in fired] == [stub.id.hex]
     assert runtime.is_live("TIMER", stub.id)  # woken, and kept like any object...
     await advance(runtime, runtime.idle_timeout + 1)
-    assert not runtime.is_live("TIMER", stub.id)  # ...until idle for the timeout (§4.7)
+    assert not runtime.is_live("TIMER", stub.id)  # ...until idle for the timeout (rule 7)
