@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 import roost
-from roost.ids import MAX_NAME_BYTES, IdFactory
+from roost.ids import MAX_NAME_BYTES, IdFactory, ObjectId
 
 
 def test_name_ids_are_deterministic_64_hex_and_remember_the_name() -> None:
@@ -70,8 +70,7 @@ async def test_copies_and_pickles_of_an_id_carry_the_identity_only() -> None:
             pickle.loads(pickle.dumps(stub.id)),
         ):
             assert twin == stub.id and twin.name == "a" and hash(twin) == hash(stub.id)
-            assert twin._activation is None
-            assert await rt.env.THING.get(twin).ping() == 1  # found through the table
+            assert await rt.env.THING.get(twin).ping() == 1  # the same live object
         assert rt.statistics().activations == 1
 
 
@@ -90,3 +89,15 @@ def test_the_name_cache_is_bounded_by_the_characters_it_holds() -> None:
     held = sum(len(name) for name in factory._names)
     assert held <= 2 * 1024 * 1024 + MAX_NAME_BYTES
     assert factory.from_name("short") is factory.from_name("short")  # still a cache
+
+
+def test_an_id_is_a_plain_value_that_holds_only_its_identity() -> None:
+    # Nothing live rides on an ID (no cached activation): it can be sent
+    # anywhere, compared, pickled and used by any runtime.
+    made = IdFactory("NS").from_name("a")
+    assert {slot: getattr(made, slot) for slot in ObjectId.__slots__} == {
+        "_hex": made.hex,
+        "_namespace": "NS",
+        "_name": "a",
+    }
+    assert pickle.loads(pickle.dumps(made)) == made

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Any, Final
+from typing import Final
 
 from .errors import InvalidObjectId
 
@@ -46,16 +46,12 @@ class ObjectId:
     ``name`` is the name an ID was derived from with ``id_from_name``, else None.
     """
 
-    __slots__ = ("_hex", "_namespace", "_name", "_activation")
+    __slots__ = ("_hex", "_namespace", "_name")
 
     def __init__(self, hex_id: str, namespace: str, name: str | None = None) -> None:
         self._hex = hex_id
         self._namespace = namespace
         self._name = name
-        # The runtime's live activation made from this very ID object, if any:
-        # a name's ID is cached, so most events find their object without a
-        # table lookup.  Set and cleared by the runtime only.
-        self._activation: Any = None
 
     @property
     def hex(self) -> str:
@@ -76,7 +72,6 @@ class ObjectId:
         return self._hex
 
     def __reduce__(self) -> tuple[type[ObjectId], tuple[str, str, str | None]]:
-        # Copies and pickles carry the identity only, never the live activation.
         return (ObjectId, (self._hex, self._namespace, self._name))
 
     def __repr__(self) -> str:

@@ -280,8 +280,6 @@ class Runtime:
             for act in list(self._live.values()):
                 for task in list(act.background):
                     task.cancel()
-            for act in self._live.values():
-                act.object_id._activation = None
             self._live.clear()
             self._live_sql.clear()
             await self.engine.close()
@@ -320,9 +318,7 @@ class Runtime:
             raise RuntimeClosed("the runtime is shutting down")
         if self._loop is None:
             self._ensure_started()
-        act: Activation | None = object_id._activation
-        if act is None or act.runtime is not self:
-            act = self._live.get(object_id.hex)
+        act = self._live.get(object_id.hex)
         if act is not None:
             if act.namespace != namespace:
                 # Unreachable through stubs (Namespace.get checks the ID's MAC).
@@ -352,7 +348,6 @@ class Runtime:
             # object's files are released for the next attempt.
             act.storage._close(exc)
             raise ObjectRaised(exc, namespace) from None
-        object_id._activation = act  # (cleared when it leaves the table)
         if cls.sql_enabled:
             self._live_sql[key] = act
             cap = self.max_live_sql_objects
@@ -367,13 +362,11 @@ class Runtime:
         if self._live.get(act.object_id.hex) is act:
             del self._live[act.object_id.hex]
             self._live_sql.pop(act.object_id.hex, None)
-            act.object_id._activation = None
             self._resets += 1
 
     def _evict(self, act: Activation) -> None:
         del self._live[act.object_id.hex]
         self._live_sql.pop(act.object_id.hex, None)
-        act.object_id._activation = None
         act.storage._close(ObjectReset("object was evicted"))
         act.instance = None
         self._evictions += 1

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, overload
 
 from .. import codec
 from ..errors import (
@@ -38,10 +38,19 @@ from .ranges import make_query, merge_range
 from .sql import SqlStorage
 
 if TYPE_CHECKING:
-    from ..runtime.gates import InputGate
     from .objectdb import ObjectDatabase
 
-__all__ = ["CommitFuture", "Storage", "StorageLimits", "Transaction"]
+__all__ = ["CommitFuture", "EventGate", "Storage", "StorageLimits", "Transaction"]
+
+
+class EventGate(Protocol):
+    """What storage needs of its object's input gate: to hold other events
+    while it waits for the disk (``sync``).  The runtime's gate is one; storage
+    does not depend on the runtime."""
+
+    def close(self) -> None: ...
+
+    def open(self) -> None: ...
 
 T = TypeVar("T")
 
@@ -406,7 +415,7 @@ class Storage(_KvApi):
         limits: StorageLimits,
         loop: asyncio.AbstractEventLoop,
         on_failure: Callable[[BaseException], None],
-        gate: InputGate | None = None,
+        gate: EventGate | None = None,
     ) -> None:
         super().__init__(limits)
         self._store = store
