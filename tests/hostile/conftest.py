@@ -19,15 +19,20 @@ ServeWith = Callable[..., AbstractAsyncContextManager[str]]
 
 
 class Sink(DurableObject):
-    """Reads a forwarded request's body and answers its path and size; on a
-    WebSocket, echoes each message (hibernation style) and broadcasts
-    ``all:...`` to every socket of the object."""
+    """Reads a forwarded request's body (and stores it, for a path ending in
+    ``/keep``) and answers its path and size; on a WebSocket, echoes each
+    message (hibernation style) and broadcasts ``all:...`` to every socket of
+    the object; records the close codes it hears."""
+
+    closes: list[tuple[int, str]] = []
 
     async def fetch(self, request: Request) -> Response:
         if request.websocket is not None:
             self.ctx.accept_websocket(request.websocket)
             return Response(status_code=101)
         body = await request.body()
+        if request.url.path.endswith("/keep"):
+            await self.ctx.storage.put("body", body)
         return Response(f"{request.url.path} {len(body)}", media_type="text/plain")
 
     async def websocket_message(self, ws: WebSocket, message: str | bytes) -> None:
@@ -36,6 +41,9 @@ class Sink(DurableObject):
                 other.send(message)
             return
         ws.send(message)
+
+    async def websocket_close(self, ws: WebSocket, code: int, reason: str, clean: bool) -> None:
+        Sink.closes.append((code, reason))
 
 
 async def front(request: Request, env: Env) -> Response:
@@ -47,6 +55,7 @@ async def front(request: Request, env: Env) -> Response:
 
 
 def make_app(**options: Any) -> App:
+    Sink.closes.clear()
     return App({"SINK": Sink}, fetch=front, **options)
 
 

@@ -33,8 +33,10 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("roost.server")
 
-#: Bytes of outgoing frames a connection may buffer before it is dropped (1011):
-#: a client that does not read must not make the server hold unbounded memory.
+#: Bytes of outgoing messages queued for the ASGI ``send`` path before the
+#: connection is dropped (1011): a client that does not read must not make the
+#: server hold unbounded memory.  (The direct frame path has the protocol's
+#: own bound, ``max_send_buffer_bytes``.)
 MAX_PENDING_BYTES: Final = 16 * 1024 * 1024
 #: ASGI messages that answer a WebSocket handshake.
 _ANSWERS: Final = frozenset(
@@ -84,12 +86,9 @@ class Connection(SocketTransport):
             return
         frames = self._frames
         if frames is not None and not self._outgoing and not self._writing:
-            buffered = frames.write_frames(messages)
-            if buffered is not None and buffered > MAX_PENDING_BYTES:
-                # No close frame: it would wait behind 16 MiB the client is not reading.
-                log.warning("WebSocket client is not reading; dropping the connection")
+            # The protocol drops a client that is not reading (max_send_buffer_bytes).
+            if frames.write_frames(messages) is None:
                 self._client_gone = True
-                frames.abort()
             return
         for message in messages:
             self._send_queued(message)

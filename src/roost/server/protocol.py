@@ -19,16 +19,40 @@
    deflate negotiated the frames depend on each connection's compressor, so
    they go through ``websockets`` instead, still in one write.  Handshakes and
    close frames keep going through ASGI ``send``.
+
+And three bounds (``docs/limits.md``, ``roost.server.limits``):
+
+* a message over ``ws_max_size`` (or any protocol error) is answered with its
+  close frame (1009, 1002, ...) and a lingering close (:mod:`.linger`), not a
+  TCP reset that would destroy the close frame before the client read it;
+* unfinished fragmented messages of all connections together hold at most
+  ``max_fragmented_bytes``; the connection whose fragment goes beyond is
+  closed with 1009;
+* a client that stops reading: once the transport's buffer is over its
+  high-water mark, frames wait in a list here (one ``write`` when the client
+  reads again, instead of a ``write`` per message into a full transport), and
+  beyond ``max_send_buffer_bytes`` waiting the connection is dropped and the
+  object hears close code 1008.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+from websockets.frames import Frame
 from websockets.protocol import State
+
+from .limits import limits_of
+from .linger import LINGER_SECONDS
+
+log = logging.getLogger("roost.server")
 
 __all__ = ["FRAMES_EXTENSION", "FrameWriter", "WebSocketProtocol", "encode_frame"]
 
@@ -41,8 +65,8 @@ class FrameWriter(Protocol):
 
     def write_frames(self, messages: Sequence[str | bytes]) -> int | None:
         """Write ``messages`` as data frames at once; return the bytes now waiting
-        in the transport's buffer, or None when the connection takes no more
-        data frames (closing or gone)."""
+        to be sent, or None when the connection takes no more data frames
+        (closing, gone, or just dropped for not reading)."""
 
     def abort(self) -> None:
         """Drop the connection at once, with whatever is still buffered."""
@@ -86,11 +110,116 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     """``WebSocketsSansIOProtocol`` that delivers every whole message before an
     error and offers a direct frame writer (see the module docstring)."""
 
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limits, self.fragment_budget = limits_of(config)
+        self.max_send_buffer = limits.max_send_buffer_bytes
+        self.fragments_held = 0  # this connection's share of the fragment budget
+        self.failed = False  # a close frame for an error was sent: the rest is dropped
+        # Frames for a client that is not reading (the transport is paused).
+        self.waiting: list[bytes] | None = None
+        self.waiting_bytes = 0
+
     def data_received(self, data: bytes) -> None:
+        if self.failed:
+            return  # the close frame is sent: what still arrives is only drained
         self.conn.receive_data(data)
         self.handle_events()
-        if self.conn.parser_exc is not None:
+        if self.conn.parser_exc is not None and not self.failed:
             self.handle_parser_exception()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release_fragments()
+        self.waiting = None
+        super().connection_lost(exc)
+
+    # -- errors: the close frame, then a lingering close ---------------------------------
+
+    def handle_parser_exception(self) -> None:
+        assert self.conn.close_sent is not None
+        self.failed = True
+        self._release_fragments()
+        code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.close_sent = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        # Frames waiting for a slow reader were sent before the close frame:
+        # they go first (bounded by max_send_buffer_bytes, and by the linger).
+        waiting, self.waiting = self.waiting, None
+        self.waiting_bytes = 0
+        if waiting:
+            transport.write(b"".join(waiting))
+        transport.write(b"".join(self.conn.data_to_send()))
+        # Keep reading (and dropping, see data_received) until the client
+        # closes, so that closing leaves nothing unread: no reset.
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
+        if self.close_timer is None:
+            self.close_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def handle_ping(self) -> None:
+        if not self.failed:  # after the close frame and EOF, nothing more is written
+            super().handle_ping()
+
+    # -- fragmented messages: a bound across connections ---------------------------------
+
+    def handle_text(self, event: Frame) -> None:
+        if self._held_within_budget(event):
+            super().handle_text(event)
+
+    def handle_bytes(self, event: Frame) -> None:
+        if self._held_within_budget(event):
+            super().handle_bytes(event)
+
+    def handle_cont(self, event: Frame) -> None:
+        if self._held_within_budget(event):
+            super().handle_cont(event)
+
+    def _held_within_budget(self, event: Frame) -> bool:
+        if self.failed:
+            return False
+        if event.fin:
+            self._release_fragments()  # the message is whole: handed to the app
+            return True
+        size = len(event.data)
+        if self.fragment_budget.take(size):
+            self.fragments_held += size
+            return True
+        log.warning("Unfinished fragmented WebSocket messages over the server's bound")
+        self.frames = []
+        self.conn.fail(1009, "fragmented messages over the server's bound")
+        self.handle_parser_exception()
+        return False
+
+    def _release_fragments(self) -> None:
+        if self.fragments_held:
+            self.fragment_budget.give_back(self.fragments_held)
+            self.fragments_held = 0
+
+    # -- a client that does not read ---------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.waiting is None:
+            self.waiting = []
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        waiting, self.waiting = self.waiting, None
+        self.waiting_bytes = 0
+        if waiting and not self.transport.is_closing():
+            self.transport.write(b"".join(waiting))
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -115,13 +244,31 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                     conn.send_text(message.encode())
                 else:
                     conn.send_binary(message)
-            transport.write(b"".join(conn.data_to_send()))
+            data = b"".join(conn.data_to_send())
         elif len(messages) == 1:
-            transport.write(encode_frame(messages[0]))
+            data = encode_frame(messages[0])
         else:
-            transport.write(b"".join([encode_frame(m) for m in messages]))
-        size: int = transport.get_write_buffer_size()
-        return size
+            data = b"".join([encode_frame(m) for m in messages])
+        waiting = self.waiting
+        if waiting is None:
+            transport.write(data)
+            size: int = transport.get_write_buffer_size()
+            return size
+        # Over the high-water mark: the client is not reading.  Keep the frame
+        # (it is shared with the other sockets of a broadcast, not copied).
+        waiting.append(data)
+        self.waiting_bytes += len(data)
+        if self.waiting_bytes > self.max_send_buffer:
+            log.warning("WebSocket client is not reading; dropping the connection")
+            self.waiting = None
+            self.waiting_bytes = 0
+            self.queue.put_nowait(
+                {"type": "websocket.disconnect", "code": 1008, "reason": "client too slow"}
+            )
+            self.close_sent = True
+            transport.abort()
+            return None
+        return self.waiting_bytes
 
     def abort(self) -> None:
         """Drop the connection at once, with whatever is still buffered."""
