@@ -1,27 +1,33 @@
 """The ``roost`` command: ``roost dev`` and ``roost serve``.
 
-Thin by design: it finds the app (:mod:`.loader`), checks what can be checked
-before starting (data directory, port), and runs :mod:`roost.server` on uvicorn.
+Thin by design: it finds the app (:mod:`.loader`), resolves its settings from
+the command line, ``ROOST_*`` variables and the app (:mod:`.config`), checks
+what can be checked before starting (data directory, port), and runs
+:mod:`roost.server` on uvicorn.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
+import json
 import os
 import resource
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+import uvicorn.config
 
 from .. import __version__
 from ..server import Server, bind, make_config
 from ..storage.sqlite import lock_holder
-from .loader import ENV_DATA, ENV_TARGET, AppNotFound, LoadedApp, load_app
+from .config import Command, Settings, apply_to_app, setting_options
+from .config import show_config as print_config
+from .loader import ENV_DATA, ENV_SETTINGS, ENV_TARGET, AppNotFound, LoadedApp, load_app
 
 __all__ = ["main"]
 
@@ -58,9 +64,13 @@ def _load(spec: str) -> LoadedApp:
 
 
 def _data_dir(loaded: LoadedApp, data: Path | None) -> Path:
-    """``--data``, else the app's own ``data_dir``, else ``.roost/`` beside the app."""
-    path = data or loaded.app.data_dir or loaded.directory / ".roost"
-    path = path.resolve()
+    """``--data-dir`` (or ``ROOST_DATA_DIR``), else the app's own ``data_dir``,
+    else ``.roost/`` beside the app."""
+    return (data or loaded.app.data_dir or loaded.directory / ".roost").resolve()
+
+
+def _check_data_dir(path: Path) -> None:
+    """Create ``path``; fail in one line if it is not writable or in use."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -78,9 +88,8 @@ def _data_dir(loaded: LoadedApp, data: Path | None) -> Path:
     if holder is not None:
         raise click.ClickException(
             f"the data directory {path} is in use by another Roost process (pid {holder}); "
-            "stop it, or give this one another directory with --data"
+            "stop it, or give this one another directory with --data-dir"
         )
-    return path
 
 
 def _listen(host: str, port: int) -> Any:
@@ -95,24 +104,42 @@ def _listen(host: str, port: int) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-def _app_options(command: Callable[..., None]) -> Callable[..., None]:
-    """APP, --host, --port and --data: the same for `dev` and `serve`."""
-    for option in reversed(
-        [
-            click.argument("app", metavar="APP"),
-            click.option(
-                "--host", default="127.0.0.1", show_default=True, help="Interface to listen on."
-            ),
-            click.option("--port", default=8787, show_default=True, help="Port to listen on."),
-            click.option(
-                "--data",
-                type=click.Path(file_okay=False, path_type=Path),
-                help="Storage directory [default: .roost/ beside the app].",
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging setup, with Roost's own loggers (``roost.*``) beside
+    uvicorn's at the same level: otherwise they reach Python's last-resort
+    handler, which prints warnings and above only, without level or format."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["roost"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def _prepare(command: Command, params: dict[str, Any]) -> tuple[Settings, LoadedApp, Path]:
+    """Resolve the settings, load the app and give it what the command line
+    and the environment set (see :mod:`.config` for the precedence)."""
+    settings = Settings(command, params, click.get_current_context())
+    _raise_open_files_limit()  # before the app (and its runtime) exist; inherited by workers
+    loaded = _load(params["app"])
+    settings.note_app(loaded.app)
+    try:
+        apply_to_app(loaded.app, settings.app_values())
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise click.ClickException(f"cannot apply the settings to {params['app']}: {exc}") from None
+    return settings, loaded, _data_dir(loaded, settings["data_dir"])
+
+
+def _server_options(settings: Settings) -> dict[str, Any]:
+    options = settings.server_options()
+    options["log_config"] = _log_config(settings["log_level"])
+    return options
+
+
+def _show_config(settings: Settings, loaded: LoadedApp, data_dir: Path, **extra: Any) -> None:
+    config = make_config(loaded.app, **_server_options(settings), **extra)
+    print_config(settings, loaded.app, config, data_dir)
 
 
 def _banner(what: str, url: str, data: Path) -> None:
@@ -120,30 +147,35 @@ def _banner(what: str, url: str, data: Path) -> None:
 
 
 @main.command()
-@_app_options
-@click.option("--reload/--no-reload", default=True, show_default=True, help="Restart on edits.")
-def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None:
+@setting_options("dev")
+def dev(show_config: bool, **params: Any) -> None:
     """Run APP for development: auto-reload, durable storage in .roost/.
 
     APP is FILE_OR_MODULE[:ATTR], e.g. examples/counter.py, examples/chat or
-    mypkg.main:app.
+    mypkg.main:app (or ROOST_APP).  Each option can also be set by the
+    ROOST_* environment variable shown beside it; the command line wins over
+    the environment, which wins over the app's own settings.
     """
-    _raise_open_files_limit()  # before the app (and its runtime) exist; inherited by workers
-    loaded = _load(app)  # here, not only in the worker: clear errors, at once
-    data_dir = _data_dir(loaded, data)
-    sock = _listen(host, port)
-    _banner("dev", f"http://{host}:{sock.getsockname()[1]}", data_dir)
-    options: dict[str, Any] = {"log_level": "info", "ws_max_size": loaded.app.max_message_size}
-    if not reload:
+    settings, loaded, data_dir = _prepare("dev", params)  # here, not only in the worker
+    if show_config:
+        _show_config(settings, loaded, data_dir)
+        return
+    _check_data_dir(data_dir)
+    sock = _listen(settings["host"], settings["port"])
+    _banner("dev", f"http://{settings['host']}:{sock.getsockname()[1]}", data_dir)
+    options = _server_options(settings)
+    options.setdefault("ws_max_size", loaded.app.max_message_size)
+    if not settings["reload"]:
         loaded.app.data_dir = data_dir
         Server(make_config(loaded.app, **options)).run(sockets=[sock])
         return
     from uvicorn.supervisors import ChangeReload
 
     # The worker process imports the app again after each change; it learns
-    # what to load from the environment.
-    os.environ[ENV_TARGET] = app
+    # what to load, and the settings to give it, from the environment.
+    os.environ[ENV_TARGET] = params["app"]
     os.environ[ENV_DATA] = str(data_dir)
+    os.environ[ENV_SETTINGS] = json.dumps(settings.app_values())
     config = make_config(
         f"{__name__}.loader:app_from_environ",
         factory=True,
@@ -155,68 +187,27 @@ def dev(app: str, host: str, port: int, data: Path | None, reload: bool) -> None
 
 
 @main.command()
-@_app_options
-@click.option(
-    "--log-level",
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-    default="info",
-    show_default=True,
-)
-@click.option("--access-log/--no-access-log", default=False, show_default=True)
-@click.option(
-    "--http",
-    "http_impl",
-    type=click.Choice(["roost", "httptools", "h11"]),
-    default="roost",
-    show_default=True,
-    help="HTTP/1.1 implementation: Roost's own (fastest) or one of uvicorn's.",
-)
-@click.option(
-    "--durability",
-    type=click.Choice(["full", "process"]),
-    help="full: fsync every commit before its outputs leave (survives power loss); "
-    "process: survives kill -9 of the server only.  [default: the app's, else full]",
-)
-@click.option(
-    "--stats-path",
-    metavar="PATH",
-    help="Answer GET PATH with the runtime's statistics as JSON (e.g. /_roost/stats).",
-)
-def serve(
-    app: str,
-    host: str,
-    port: int,
-    data: Path | None,
-    log_level: str,
-    access_log: bool,
-    http_impl: str,
-    durability: str | None,
-    stats_path: str | None,
-) -> None:
+@setting_options("serve")
+def serve(show_config: bool, **params: Any) -> None:
     """Serve APP in production on uvicorn (uvloop, Roost's HTTP/1.1 protocol).
 
-    APP is FILE_OR_MODULE[:ATTR].  On SIGTERM or SIGINT the server stops
-    accepting connections, lets in-flight events finish, closes WebSockets with
-    1001, commits every pending write, and exits 0.
+    APP is FILE_OR_MODULE[:ATTR] (or ROOST_APP).  Each option can also be set
+    by the ROOST_* environment variable shown beside it; the command line
+    wins over the environment, which wins over the app's own settings.
+
+    On SIGTERM or SIGINT the server stops accepting connections, lets
+    in-flight events finish, closes WebSockets with 1001, commits every
+    pending write, and exits 0.
     """
-    _raise_open_files_limit()
-    loaded = _load(app)
-    loaded.app.data_dir = _data_dir(loaded, data)
-    if stats_path is not None:
-        loaded.app.stats_path = stats_path
-    if durability is not None:
-        loaded.app.durability = durability
-    sock = _listen(host, port)
-    _banner("serve", f"http://{host}:{sock.getsockname()[1]}", loaded.app.data_dir)
-    options: dict[str, Any] = {} if http_impl == "roost" else {"http": http_impl}
-    config = make_config(
-        loaded.app,
-        **options,
-        loop="uvloop",
-        log_level=log_level,
-        access_log=access_log,
-    )
-    server = Server(config)
+    settings, loaded, data_dir = _prepare("serve", params)
+    if show_config:
+        _show_config(settings, loaded, data_dir, loop="uvloop")
+        return
+    _check_data_dir(data_dir)
+    loaded.app.data_dir = data_dir
+    sock = _listen(settings["host"], settings["port"])
+    _banner("serve", f"http://{settings['host']}:{sock.getsockname()[1]}", data_dir)
+    server = Server(make_config(loaded.app, **_server_options(settings), loop="uvloop"))
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # startup failed; uvicorn logged why

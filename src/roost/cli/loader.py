@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ __all__ = ["AppNotFound", "LoadedApp", "app_from_environ", "load_app", "load_mod
 #: process what to load (the worker imports ``app_from_environ``).
 ENV_TARGET = "ROOST_APP"
 ENV_DATA = "ROOST_DATA_DIR"
+#: The settings the command line and environment gave the app, as JSON (internal).
+ENV_SETTINGS = "_ROOST_DEV_APP_SETTINGS"
 
 
 class AppNotFound(Exception):
@@ -119,8 +122,11 @@ def load_app(spec: str) -> LoadedApp:
 
 
 def app_from_environ() -> App:
-    """The app `roost dev` asked for, with its data directory (reload worker)."""
+    """The app `roost dev` asked for, with its data directory and settings (reload worker)."""
+    from .config import apply_to_app  # imports the server: only in the worker
+
     loaded = load_app(os.environ[ENV_TARGET])
+    apply_to_app(loaded.app, json.loads(os.environ.get(ENV_SETTINGS) or "{}"))
     data = os.environ.get(ENV_DATA)
     if data:
         loaded.app.data_dir = data
