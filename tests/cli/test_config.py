@@ -195,7 +195,7 @@ def test_server_settings_reach_the_server_config(command: str) -> None:
         ("ROOST_SQL_MAX_DATABASE_BYTES", "1000", "'1000' must be at least 65536 bytes"),
         ("ROOST_MAX_QUEUE", "0", "'0' is not a positive whole number"),
         ("ROOST_ROOT_PATH", "api/", "'api/' must start with / and not end with one"),
-        ("ROOST_PROXY_HEADERS", "maybe", "'maybe' is not a valid boolean"),
+        ("ROOST_PROXY_HEADERS", "maybe", "'maybe' is not on or off (1/0, true/false,"),
         ("ROOST_LOG_LEVEL", "loud", "'loud' is not one of 'critical'"),
     ],
 )

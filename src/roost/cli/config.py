@@ -332,9 +332,12 @@ class SettingOption(click.Option):
                 ParameterSource.ENVIRONMENT,
             ):
                 raise
+            why = exc.message
+            if isinstance(self.type, click.types.BoolParamType):  # click lists "" among them
+                why = f"{value!r} is not on or off (1/0, true/false, yes/no, on/off)"
             raise click.ClickException(
                 f"the environment variable {self.envvar}={value!r} is not valid: "
-                f"{exc.message} (unset it, or override it with {self.opts[0]})"
+                f"{why} (unset it, or override it with {self.opts[0]})"
             ) from None
 
 
