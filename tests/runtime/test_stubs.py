@@ -301,3 +301,38 @@ async def test_list_object_ids_names_only_namespaces(rt: roost.Runtime) -> None:
     assert roost.testing.list_object_ids(rt.env.OTHER) == rt.list_object_ids("OTHER")
     with pytest.raises(roost.UnknownNamespace, match="THING"):
         rt.list_object_ids("GREETING")  # a configuration value, not a namespace
+
+
+async def test_the_runtimes_refusals_cross_the_router_by_value() -> None:
+    # What a remote owner could send: the class and the message, not the
+    # owner's live exception, its frames or what it was chained to.
+    import traceback
+
+    rt = roost.Runtime({"C": Thing})
+    stub = rt.env.C.get_by_name("a")
+    await rt.start()
+    await rt.close()
+    with pytest.raises(roost.RuntimeClosed) as caught:
+        await stub.kept_value()
+    frames = [frame.filename for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert not any(name.endswith("runtime/runtime.py") for name in frames), frames
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+
+
+def test_a_crossed_error_keeps_its_class_data_and_cause_text() -> None:
+    from roost.runtime.router import crossed
+
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as disk:
+            raise roost.CommitFailed("commit failed") from disk
+    except roost.CommitFailed as failed:
+        original = failed
+    copy = crossed(original)
+    assert type(copy) is roost.CommitFailed and copy is not original
+    assert str(copy) == "commit failed" and copy.retryable
+    assert copy.__traceback__ is None and copy.__cause__ is None
+    assert "No space left on device" in "".join(copy.__notes__)
+    ws = crossed(roost.WebSocketError("bad frame", code=1002, reason="protocol"))
+    assert (type(ws), ws.code, ws.reason) == (roost.WebSocketError, 1002, "protocol")
