@@ -165,45 +165,69 @@ async def test_a_message_over_the_size_limit_gets_a_readable_1009(
 # -- unfinished fragmented messages: one bound for all connections -------------------------
 
 
+PIECE = b"a" * 300_000  # in a bound of 1,000,000: 3 fit, the 4th does not
+
+
+async def holding(url: str) -> RawSocket:
+    """A connection holding an unfinished message of one PIECE."""
+    ws = await RawSocket.open(url, "/frag")
+    ws.send(TEXT, PIECE, fin=False)
+    await ws.ping()  # counted: the pong comes after the fragment was parsed
+    return ws
+
+
 async def test_unfinished_fragments_share_a_bound_that_is_given_back(
     hostile_server: ServeWith,
 ) -> None:
-    piece = b"a" * 300_000  # 3 fit in the bound, the 4th does not
-
-    async def holding() -> RawSocket:
-        ws = await RawSocket.open(url, "/frag")
-        ws.send(TEXT, piece, fin=False)
-        await ws.ping()  # counted: the pong comes after the fragment was parsed
-        return ws
-
     async with hostile_server(max_fragmented_bytes=1_000_000) as url:
-        holders = [await holding() for _ in range(3)]
+        holders = [await holding(url) for _ in range(3)]
         refused = await RawSocket.open(url, "/frag")
-        refused.send(TEXT, piece, fin=False)
+        refused.send(TEXT, PIECE, fin=False)
         assert await refused.close_code() == 1009
         assert await refused.at_eof()
         await eventually(lambda: 1009 in codes(), "1009 reaching the object")
         assert await echoed(url)
         # The earlier ones are fine: a message completed is delivered whole...
         holders[0].send(CONT, b"!")
-        assert await holders[0].frame() == (TEXT, piece + b"!")
+        assert await holders[0].frame() == (TEXT, PIECE + b"!")
         # ...and its share is given back: another connection's fragment fits.
-        holders.append(await holding())
+        holders.append(await holding(url))
         for ws in holders[1:]:
             ws.send(CONT, b"!")
-            assert await ws.frame() == (TEXT, piece + b"!")
+            assert await ws.frame() == (TEXT, PIECE + b"!")
         # Held again, then given back by connections that close unfinished.
         for ws in holders[1:]:
-            ws.send(TEXT, piece, fin=False)
+            ws.send(TEXT, PIECE, fin=False)
             await ws.ping()
         closes = len(Sink.closes)
         for ws in holders:
             ws.writer.close()
         await eventually(lambda: len(Sink.closes) == closes + len(holders), "the closes")
-        again = [await holding() for _ in range(3)]
+        again = [await holding(url) for _ in range(3)]
         for ws in again:
             ws.send(CONT, b"!")
-            assert await ws.frame() == (TEXT, piece + b"!")
+            assert await ws.frame() == (TEXT, PIECE + b"!")
+
+
+async def test_a_frame_still_arriving_counts_toward_the_bound(hostile_server: ServeWith) -> None:
+    async with hostile_server(max_fragmented_bytes=1_000_000) as url:
+        holders = [await holding(url) for _ in range(3)]
+        # Most of one large frame, never finished: held by the parser, not a fragment.
+        arriving = await RawSocket.open(url, "/frag")
+        arriving.writer.write(header(TEXT, len(PIECE)) + masked(PIECE[:200_000]))
+        assert await arriving.close_code() == 1009
+        assert await arriving.at_eof()
+        assert await echoed(url)
+        # With room again, a frame arriving in parts is delivered whole.
+        for ws in holders:
+            ws.send(CONT, b"!")
+            assert await ws.frame() == (TEXT, PIECE + b"!")
+        whole = await RawSocket.open(url, "/frag")
+        whole.writer.write(header(TEXT, len(PIECE)) + masked(PIECE[:200_000]))
+        await whole.writer.drain()
+        await asyncio.sleep(0.05)  # the client's own pace: the rest comes later
+        whole.writer.write(masked(PIECE[200_000:]))  # (a multiple of 4 in: same mask)
+        assert await whole.frame() == (TEXT, PIECE)
 
 
 # -- a client that stops reading -----------------------------------------------------------

@@ -47,8 +47,9 @@ class ServerLimits:
     header_timeout: float = 10.0
     #: Request body bytes; beyond it: 413 (up-front for a Content-Length).
     max_body_bytes: int = 16 * 1024 * 1024
-    #: Bytes held in unfinished fragmented WebSocket messages, all connections
-    #: together; the connection whose fragment goes beyond it is closed (1009).
+    #: Bytes held in unfinished WebSocket messages (the fragments received of
+    #: a fragmented message, and the part of a frame still arriving), all
+    #: connections together; the connection that goes beyond it is closed (1009).
     max_fragmented_bytes: int = 64 * 1024 * 1024
     #: Outgoing WebSocket bytes a connection may have waiting for a client that
     #: does not read; beyond them it is dropped (1008).
@@ -83,7 +84,7 @@ def default_max_connections() -> int | None:
 
 
 class FragmentBudget:
-    """Bytes of unfinished fragmented WebSocket messages, across the server's
+    """Bytes of unfinished WebSocket messages, across the server's
     connections: each connection's bound (``ws_max_size``) times many
     connections is too much to hold at once."""
 

@@ -25,14 +25,16 @@ And three bounds (``docs/limits.md``, ``roost.server.limits``):
 * a message over ``ws_max_size`` (or any protocol error) is answered with its
   close frame (1009, 1002, ...) and a lingering close (:mod:`.linger`), not a
   TCP reset that would destroy the close frame before the client read it;
-* unfinished fragmented messages of all connections together hold at most
-  ``max_fragmented_bytes``; the connection whose fragment goes beyond is
-  closed with 1009;
+* unfinished messages of all connections together (the fragments received
+  of a fragmented message, and the part of a frame still arriving) hold at
+  most ``max_fragmented_bytes``; the connection that goes beyond is closed
+  with 1009;
 * a client that stops reading: once the transport's buffer is over its
-  high-water mark, frames wait in a list here (one ``write`` when the client
-  reads again, instead of a ``write`` per message into a full transport), and
-  beyond ``max_send_buffer_bytes`` waiting the connection is dropped and the
-  object hears close code 1008.
+  high-water mark, frames wait in a list here (a broadcast's frame shared, not
+  copied into each transport's buffer as asyncio's transports do; one
+  ``write`` when the client reads again), and beyond
+  ``max_send_buffer_bytes`` waiting the connection is dropped and the object
+  hears close code 1008.
 """
 
 from __future__ import annotations
@@ -120,7 +122,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         limits, self.fragment_budget = limits_of(config)
         self.max_send_buffer = limits.max_send_buffer_bytes
-        self.fragments_held = 0  # this connection's share of the fragment budget
+        # This connection's share of the fragment budget: its unfinished
+        # message's fragments, and the frame still arriving in the parser.
+        self.fragments_held = 0
+        self.unparsed_held = 0
         self.failed = False  # a close frame for an error was sent: the rest is dropped
         # Frames for a client that is not reading (the transport is paused).
         self.waiting: list[bytes] | None = None
@@ -130,12 +135,27 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.failed:
             return  # the close frame is sent: what still arrives is only drained
         self.conn.receive_data(data)
+        # The frames parsed now leave the parser's buffer: counted as fragments
+        # (if unfinished) instead.
+        if self.unparsed_held:
+            self.fragment_budget.give_back(self.unparsed_held)
+            self.unparsed_held = 0
         self.handle_events()
-        if self.conn.parser_exc is not None and not self.failed:
+        if self.failed:
+            return
+        if self.conn.parser_exc is not None:
             self.handle_parser_exception()
+            return
+        # A frame still arriving waits in the parser's buffer, up to ws_max_size
+        # per connection: it counts too, or many connections could each hold one.
+        unparsed = len(self.conn.reader.buffer)
+        if unparsed and not self.fragment_budget.take(unparsed):
+            self._over_budget()
+            return
+        self.unparsed_held = unparsed
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._release_fragments()
+        self._release_held()
         self.waiting = None
         super().connection_lost(exc)
 
@@ -144,7 +164,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_parser_exception(self) -> None:
         assert self.conn.close_sent is not None
         self.failed = True
-        self._release_fragments()
+        self._release_held()
         code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.close_sent = True
@@ -190,22 +210,26 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.failed:
             return False
         if event.fin:
-            self._release_fragments()  # the message is whole: handed to the app
+            self._release_held()  # the message is whole: handed to the app
             return True
         size = len(event.data)
         if self.fragment_budget.take(size):
             self.fragments_held += size
             return True
-        log.warning("Unfinished fragmented WebSocket messages over the server's bound")
-        self.frames = []
-        self.conn.fail(1009, "fragmented messages over the server's bound")
-        self.handle_parser_exception()
+        self._over_budget()
         return False
 
-    def _release_fragments(self) -> None:
-        if self.fragments_held:
-            self.fragment_budget.give_back(self.fragments_held)
-            self.fragments_held = 0
+    def _over_budget(self) -> None:
+        log.warning("Unfinished WebSocket messages over the server's bound; closing (1009)")
+        self.frames = []
+        self.conn.fail(1009, "unfinished messages over the server's bound")
+        self.handle_parser_exception()
+
+    def _release_held(self) -> None:
+        held = self.fragments_held + self.unparsed_held
+        if held:
+            self.fragment_budget.give_back(held)
+            self.fragments_held = self.unparsed_held = 0
 
     # -- a client that does not read ---------------------------------------------------------
 
