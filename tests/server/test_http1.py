@@ -301,7 +301,7 @@ class _Transport(asyncio.Transport):
 async def test_a_response_leaves_in_one_write() -> None:
     """Status line, headers and body go out together (one system call, one
     segment), the point of this protocol."""
-    config = uvicorn.Config(echo, lifespan="off", proxy_headers=False)
+    config = uvicorn.Config(echo, lifespan="off", proxy_headers=False, ws="none")
     protocol = HttpProtocol(config, ServerState(), {}, asyncio.get_running_loop())
     transport = _Transport()
     protocol.connection_made(transport)

@@ -29,14 +29,20 @@ before the app sees it: a request target over ``max_url_bytes`` is answered
 414, a header block over ``max_header_bytes`` or ``max_headers`` 431, a body
 over ``max_body_bytes`` 413 (from its Content-Length, else once the chunks
 pass it), headers unfinished ``header_timeout`` after accept (or after the
-request's first byte) 408, an HTTP/0.9 request or a path whose %-escapes are
-not UTF-8 400; each answer closes the connection.  A connection beyond
-uvicorn's ``limit_concurrency`` is answered 503 as soon as it is accepted.
+request's first byte) 408; an HTTP/0.9 request, a request without exactly one
+Host header (an HTTP/1.0 one may have none) or a path whose %-escapes are not
+UTF-8 400.  httptools (llhttp, strict) refuses with 400 what could frame a
+request two ways: Content-Length with Transfer-Encoding, two Content-Lengths,
+a bad chunk size, a bare CR, obsolete line folding.  Each answer closes the
+connection.  A connection beyond uvicorn's ``limit_concurrency`` is answered
+503 as soon as it is accepted.  ``tests/server/test_http_parity.py`` runs the
+framing, bounds and timeout cases against uvicorn's own protocols too, and
+lists where they answer otherwise.
 
 This module is private: it builds on uvicorn internals (``ServerState``, its
-proxy-headers middleware, ``protocols.utils``) that change between releases,
-so it is tested against the uvicorn versions in :data:`UVICORN_VERSIONS` and
-pyproject pins the same range.
+proxy-headers middleware, ``protocols.utils``, ``flow_control``) that change
+between releases, so it is tested against the uvicorn versions in
+:data:`UVICORN_VERSIONS`, the ends of the range pyproject.toml allows.
 """
 
 from __future__ import annotations
@@ -69,9 +75,12 @@ from .linger import linger
 
 __all__ = ["UVICORN_VERSIONS", "HttpProtocol"]
 
-#: The uvicorn releases this module is tested against: at least the first,
-#: below the second (pyproject.toml's dependency says the same).
-UVICORN_VERSIONS: Final = ("0.54", "0.55")
+#: The uvicorn releases this module is tested with: the lowest and the newest
+#: that pyproject.toml's range allows.  scripts/install puts the newest in the
+#: venv and the lowest in ``.venv/uvicorn-lowest``; the HTTP tests run against
+#: both, and fail when another release is installed
+#: (``tests/server/test_uvicorn_versions.py``).
+UVICORN_VERSIONS: Final = ("0.35.0", "0.54.0")
 
 log = logging.getLogger("uvicorn.error")
 access_log = logging.getLogger("uvicorn.access")
@@ -154,6 +163,8 @@ class HttpProtocol(asyncio.Protocol):
         self.root_path: str = config.root_path
         self.ws_protocol_class: type[asyncio.Protocol] | None = config.ws_protocol_class
         self.keep_alive_timeout: float = config.timeout_keep_alive
+        # (uvicorn 0.36 added the setting; under 0.35 there is none to honour.)
+        self.reset_contextvars: bool = getattr(config, "reset_contextvars", False)
         limits, _ = limits_of(config)
         self.header_timeout = limits.header_timeout
         self.max_url_bytes = limits.max_url_bytes
@@ -176,6 +187,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
         self.content_length = 0
+        self.hosts = 0  # Host header lines in the request being parsed
         # While a request head is being read: when it began (from accept for
         # the first), and the bytes of the reads that fell wholly inside it
         # (httptools holds a header being read where on_header cannot count it).
@@ -312,6 +324,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.header_bytes = 0
         self.content_length = 0
+        self.hosts = 0
         self.expect_continue = False
         self.upgrade = None
         self.forwarded = False
@@ -340,7 +353,9 @@ class HttpProtocol(asyncio.Protocol):
         if len(self.headers) >= self.max_headers or self.header_bytes > self.max_header_bytes:
             raise _Refused(431, "Request Header Fields Too Large")
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"host":  # (first: nearly every request's first header)
+            self.hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         elif name == b"upgrade":
             self.upgrade = value.lower()
@@ -360,6 +375,11 @@ class HttpProtocol(asyncio.Protocol):
             # httptools parses a request line without a version as HTTP/0.9,
             # which has no headers and no status line to answer with.
             raise _Refused(400, "HTTP/0.9 is not supported.")
+        if self.hosts != 1 and (self.hosts or version != "1.0"):
+            # RFC 9112 3.2: an HTTP/1.1 request without a Host, or any request
+            # with two, is refused; with two, a proxy and the app could each
+            # take a different one for the request's authority.
+            raise _Refused(400, "A request needs exactly one Host header.")
         url = httptools.parse_url(self.url)
         raw_path = url.path
         path = _decoded_path(raw_path)
@@ -427,7 +447,7 @@ class HttpProtocol(asyncio.Protocol):
         if limit is not None and (len(state.connections) >= limit or len(state.tasks) >= limit):
             log.warning("Exceeded concurrency limit.")
             app = service_unavailable
-        if self.config.reset_contextvars:
+        if self.reset_contextvars:
             task = self.loop.create_task(exchange.run(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(exchange.run(app))
