@@ -22,6 +22,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from roost import App, Runtime
 from roost.cli.loader import load_module
+from roost.runtime import runtime as runtime_module
+from roost.runtime.loopback import LoopbackRouter
 from roost.server import running
 from roost.storage import SqliteEngine
 
@@ -37,6 +39,22 @@ Serve = Callable[[App], AbstractAsyncContextManager[str]]
 INTEGRATION_FIXTURES = frozenset(
     {"serve", "clients", "hostile_server", "processes", "chromium", "browser"}
 )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--router",
+        choices=("local", "loopback"),
+        default="local",
+        help="the router of runtimes made without one: loopback sends every event as bytes "
+        "through a task of its own, as a router to another process does",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _router_under_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.config.getoption("--router") == "loopback":
+        monkeypatch.setattr(runtime_module, "_default_router", LoopbackRouter)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,6 +8,7 @@ implements) and :func:`deliver_message` / :func:`deliver_close`.
 
 from .alarms import AlarmInfo, AlarmScheduler, AlarmStatistics
 from .clock import Clock, ManualClock, SystemClock
+from .loopback import LoopbackRouter
 from .namespace import Env, Namespace
 from .router import LocalRouter, Router
 from .runtime import Runtime, RuntimeStatistics
@@ -23,6 +24,7 @@ __all__ = [
     "Clock",
     "Env",
     "LocalRouter",
+    "LoopbackRouter",
     "ManualClock",
     "Namespace",
     "Router",

@@ -120,6 +120,12 @@ class Runtime:
         Log a warning, with the running stack, when the event loop is held for
         longer than this many seconds (``None``: never): an event that computes
         without awaiting stalls every object of the process.
+    router:
+        Makes the router through which stubs reach the objects (default:
+        :class:`~roost.runtime.router.LocalRouter`, a direct call).
+        :class:`~roost.runtime.loopback.LoopbackRouter` sends every event as
+        bytes through a task of its own, as a router to another process does;
+        the test suite runs through both.
     id_secret:
         The secret that keys object IDs (at least 16 bytes; default: the
         ``ROOST_ID_SECRET`` environment variable, else the secret the data
@@ -146,6 +152,7 @@ class Runtime:
         call_timeout: float | None = 30.0,
         loop_block_warning: float | None = 1.0,
         id_secret: str | bytes | None = None,
+        router: Callable[[Runtime], Router] | None = None,
     ) -> None:
         for name, cls in objects.items():
             if not isinstance(name, str) or not name:
@@ -186,7 +193,7 @@ class Runtime:
         #: Stub calls in flight, failed with CallTimeout past ``call_timeout``.
         self.deadlines = CallDeadlines(self.clock, call_timeout)
         self.watchdog = LoopWatchdog(loop_block_warning)
-        self.router: Router = LocalRouter(self)
+        self.router: Router = (router or _default_router)(self)
         clash = set(objects) & set(env or {})
         if clash:
             raise ValueError(f"bindings defined twice: {sorted(clash)}")
@@ -268,6 +275,7 @@ class Runtime:
             # Callers of events still stuck get RuntimeClosed instead of waiting forever.
             self.deadlines.close()
             self.deadlines.cancel_all()
+            self.router.abandon()
             for act in list(self._live.values()):
                 barrier = act.storage._output_barrier()
                 if barrier is not None:
@@ -528,6 +536,9 @@ class Runtime:
 
         return await self.dispatch(namespace, object_id, fetch)
 
+
+#: The router of a runtime given none (tests run the suite through another).
+_default_router: Callable[[Runtime], Router] = LocalRouter
 
 #: Descriptors left for sockets, the shared database and everything else.
 _RESERVED_FILES = 256

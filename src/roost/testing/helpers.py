@@ -11,6 +11,7 @@ from ..ids import ObjectId
 from ..object import DurableObject, ObjectState
 from ..runtime.activation import ObjectRaised
 from ..runtime.clock import ManualClock
+from ..runtime.loopback import LoopbackRouter
 from ..runtime.namespace import Namespace
 from ..runtime.router import LocalRouter
 from ..runtime.runtime import Runtime
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 
 def _local_runtime(router: object) -> Runtime:
-    if not isinstance(router, LocalRouter):
+    if not isinstance(router, LocalRouter | LoopbackRouter):
         raise TypeError("roost.testing works with objects of an in-process Runtime only")
     return router._runtime
 
