@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import os
-import resource
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .deadlines import CallDeadlines
 from .namespace import Env, Namespace
+from .process import GcThreshold, sql_objects_for_open_files
 from .router import LocalRouter, Router
 from .socketregistry import SocketRegistry
 from .watchdog import LoopWatchdog
@@ -45,10 +44,6 @@ __all__ = ["Runtime", "RuntimeStatistics"]
 
 T = TypeVar("T")
 log = logging.getLogger("roost.runtime")
-
-#: CPython's default first-generation threshold (``gc.get_threshold()[0]``).
-_PYTHON_GC_THRESHOLD = 700
-
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStatistics:
@@ -168,10 +163,8 @@ class Runtime:
             raise ValueError(
                 f"max_live_sql_objects must be a positive int or None, not {max_live_sql_objects!r}"
             )
-        if gc_threshold is not None and (isinstance(gc_threshold, bool) or gc_threshold < 1):
-            raise ValueError(f"gc_threshold must be a positive int or None, not {gc_threshold!r}")
+        self._gc = GcThreshold(gc_threshold)
         self.gc_threshold = gc_threshold
-        self._gc_restore: tuple[int, int, int] | None = None
         self.classes: dict[str, type[DurableObject]] = dict(objects)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if engine is not None and sql_limits is not None:
@@ -245,10 +238,10 @@ class Runtime:
             raise RuntimeClosed("this runtime has been closed")
         loop = asyncio.get_running_loop()
         if self.max_live_sql_objects is None:
-            self.max_live_sql_objects = _sql_objects_for_open_files()
+            self.max_live_sql_objects = sql_objects_for_open_files()
         self.engine.start(loop)
         self._loop = loop
-        self._raise_gc_threshold()
+        self._gc.raise_()
         self._sweeper = loop.create_task(self._sweep_forever(), name="roost-eviction")
         self.alarms.start(loop)
         self.deadlines.start(loop)
@@ -292,20 +285,8 @@ class Runtime:
             self._live_sql.clear()
             await self.engine.close()
             self.watchdog.close()
-            self._restore_gc_threshold()
+            self._gc.restore()
         self._closed = True
-
-    def _raise_gc_threshold(self) -> None:
-        current = gc.get_threshold()
-        if self.gc_threshold is None or current[0] != _PYTHON_GC_THRESHOLD:
-            return  # someone chose a setting (maybe another runtime): keep it
-        self._gc_restore = current
-        gc.set_threshold(self.gc_threshold, *current[1:])
-
-    def _restore_gc_threshold(self) -> None:
-        if self._gc_restore is not None and gc.get_threshold()[0] == self.gc_threshold:
-            gc.set_threshold(*self._gc_restore)
-        self._gc_restore = None
 
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -539,23 +520,6 @@ class Runtime:
 
 #: The router of a runtime given none (tests run the suite through another).
 _default_router: Callable[[Runtime], Router] = LocalRouter
-
-#: Descriptors left for sockets, the shared database and everything else.
-_RESERVED_FILES = 256
-
-
-def _sql_objects_for_open_files() -> int:
-    """How many SQL objects may be live within the process's open-files limit.
-
-    A live SQL object holds its database and its WAL open, and an evicted one
-    holds them until its closing checkpoint is done (in a background thread),
-    so each is counted four times.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1_000_000
-    return max(16, (soft - _RESERVED_FILES) // 4)
-
 
 def _given_id_secret(given: str | bytes | None) -> bytes | None:
     """The deployer's ID secret: ``given``, else ``ROOST_ID_SECRET``, else None."""
