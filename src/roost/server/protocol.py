@@ -185,8 +185,16 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if self.read_paused:
             self.read_paused = False
             transport.resume_reading()
-        if self.close_timer is None:
+        # uvicorn closes the transport when the app returns unless a close is
+        # pending on this timer (0.35 has no such timer and leaves it open).
+        if getattr(self, "close_timer", None) is None:
             self.close_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def shutdown(self) -> None:
+        if self.failed:  # its close frame is sent (uvicorn 0.35 would send another)
+            self.transport.close()
+            return
+        super().shutdown()
 
     def handle_ping(self) -> None:
         if not self.failed:  # after the close frame and EOF, nothing more is written
@@ -254,12 +262,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def write_frames(self, messages: Sequence[str | bytes]) -> int | None:
         """Write ``messages`` as data frames with one ``write`` (see :class:`FrameWriter`)."""
         transport = self.transport
-        if (
-            self.close_sent
-            or self.disconnected
-            or self.conn.state is not State.OPEN
-            or transport.is_closing()
-        ):
+        # (A lost connection's transport is closing: uvicorn 0.35 has no
+        # ``disconnected`` flag.)
+        if self.close_sent or self.conn.state is not State.OPEN or transport.is_closing():
             return None
         if self.conn.extensions:
             conn = self.conn
