@@ -162,9 +162,7 @@ def _check_nesting(value: Any, depth: int, active: set[int]) -> None:
     it closes, before a value shared this way could make the walk exponential.
     """
     if depth > MAX_NESTING:
-        raise ValueError(
-            f"cannot store or send a value nested more than {MAX_NESTING} levels deep"
-        )
+        raise ValueError(f"cannot store or send a value nested more than {MAX_NESTING} levels deep")
     key = id(value)
     if key in active:
         raise ValueError("cannot store or send a value that contains itself")

@@ -46,7 +46,7 @@ class ObjectState:
         and timestamps: under :class:`~roost.ManualClock` it is the test's time,
         where ``datetime.now()`` would be the machine's.
         """
-        return datetime.fromtimestamp(self._activation.runtime.clock.time(), UTC)
+        return datetime.fromtimestamp(self._activation.host.clock.time(), UTC)
 
     if TYPE_CHECKING:
 

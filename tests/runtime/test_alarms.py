@@ -297,7 +297,7 @@ async def test_an_alarm_set_behind_a_pass_still_fires(
     runtime = roost.Runtime(
         {"RELAY": Relay, "TIMER": Timer}, data_dir=roost_data_dir, clock=roost_clock
     )
-    runtime.alarms = AlarmScheduler(runtime, concurrency=1, batch=1)
+    runtime.host.alarms = AlarmScheduler(runtime.host, concurrency=1, batch=1)
     async with runtime:
         ns = runtime.env.RELAY
         start = now_ms(roost_clock)

@@ -203,7 +203,7 @@ async def test_the_runtime_refuses_an_id_of_another_live_namespace(rt: roost.Run
         raise AssertionError("reached the wrong object")
 
     with pytest.raises(roost.InvalidObjectId, match="THING"):
-        await rt.dispatch("OTHER", forged, handler)
+        await rt.host.dispatch("OTHER", forged, handler)
 
 
 def test_env_attributes_are_the_bindings_but_methods_stay_methods() -> None:

@@ -31,7 +31,7 @@ from ..storage.kv import Storage
 from .gates import InputGate
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .host import ObjectHost
 
 __all__ = ["Activation", "ObjectRaised", "current_activation"]
 
@@ -59,7 +59,7 @@ class _Moved(Exception):
 
 class Activation:
     __slots__ = (
-        "runtime",
+        "host",
         "namespace",
         "cls",
         "object_id",
@@ -79,22 +79,22 @@ class Activation:
 
     def __init__(
         self,
-        runtime: Runtime,
+        host: ObjectHost,
         namespace: str,
         cls: type[DurableObject],
         object_id: ObjectId,
         epoch: int,
     ) -> None:
-        loop = runtime.loop
-        self.runtime = runtime
+        loop = host.loop
+        self.host = host
         self.namespace = namespace
         self.cls = cls
         self.object_id = object_id
         self.key = (namespace, object_id.hex)
         self.gate = InputGate(loop)
         self.storage = Storage(
-            runtime.engine.open_object(namespace, object_id.hex, sql=cls.sql_enabled),
-            limits=runtime.limits,
+            host.engine.open_object(namespace, object_id.hex, sql=cls.sql_enabled),
+            limits=host.limits,
             loop=loop,
             on_failure=self._storage_failed,
             gate=self.gate,
@@ -103,7 +103,7 @@ class Activation:
         self.events = 0
         self.pending_outputs = 0
         self.background: set[asyncio.Future[Any]] = set()
-        self.last_used = runtime.clock.monotonic()
+        self.last_used = host.clock.monotonic()
         #: The runtime's sweep epoch when an event last reached this object.
         self.epoch = epoch
         self.broken: BaseException | None = None
@@ -119,9 +119,9 @@ class Activation:
         # activation is freed at once rather than by the cyclic GC.
         ctx = ObjectState(self)
         instance.ctx = ctx
-        instance.env = self.runtime.env
+        instance.env = self.host.env
         if _init_takes_args(cls):
-            instance.__init__(ctx, self.runtime.env)  # type: ignore[misc]
+            instance.__init__(ctx, self.host.env)  # type: ignore[misc]
         else:
             instance.__init__()  # type: ignore[misc]
         self.instance = instance
@@ -145,11 +145,11 @@ class Activation:
         self.broken = reason
         self.storage._close(reason)
         self.instance = None
-        self.runtime.forget(self)
+        self.host.forget(self)
         self.gate.wake_all()
         for task in list(self.background):
             task.cancel()
-        self.runtime.websockets.object_reset(self.key)
+        self.host.websockets.object_reset(self.key)
 
     def _storage_failed(self, error: BaseException) -> None:
         log.error(
@@ -175,11 +175,11 @@ class Activation:
         as soon as the handler returns, inside the event, so an error it raises
         is the object's, like any other.
         """
-        if self.events >= self.runtime.max_queue:
+        if self.events >= self.host.max_queue:
             raise ObjectOverloaded(
                 f"{self.namespace} object {self.object_id.hex[:12]}… is overloaded: "
                 f"{self.events} events already queued or running (max_queue="
-                f"{self.runtime.max_queue})"
+                f"{self.host.max_queue})"
             )
         self.events += 1
         failure: Exception | None = None
@@ -188,7 +188,7 @@ class Activation:
                 await self.gate.wait()
             if self.broken is not None or self.instance is None:
                 raise _Moved
-            self.last_used = self.runtime.clock.monotonic()
+            self.last_used = self.host.clock.monotonic()
             token = current_activation.set(self)
             try:
                 result = await handler(self.instance)
@@ -209,7 +209,7 @@ class Activation:
                 await barrier
             finally:
                 self.pending_outputs -= 1
-                self.last_used = self.runtime.clock.monotonic()
+                self.last_used = self.host.clock.monotonic()
         if self.broken is not None:
             if isinstance(self.broken, ObjectReset):
                 raise self.broken
@@ -238,7 +238,7 @@ class Activation:
 
         token = current_activation.set(self)
         try:
-            task = self.runtime.loop.create_task(blocked())
+            task = self.host.loop.create_task(blocked())
         finally:
             current_activation.reset(token)
         self._track(task)
@@ -247,7 +247,7 @@ class Activation:
     def wait_until(self, work: Awaitable[Any]) -> None:
         token = current_activation.set(self)
         try:
-            task = asyncio.ensure_future(work, loop=self.runtime.loop)
+            task = asyncio.ensure_future(work, loop=self.host.loop)
         finally:
             current_activation.reset(token)
         self._track(task)
@@ -257,7 +257,7 @@ class Activation:
 
         def done(finished: asyncio.Future[Any]) -> None:
             self.background.discard(finished)
-            self.last_used = self.runtime.clock.monotonic()
+            self.last_used = self.host.clock.monotonic()
             if not finished.cancelled() and finished.exception() is not None:
                 log.error(
                     "background work of %s %s failed",

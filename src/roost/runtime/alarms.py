@@ -15,7 +15,7 @@ beginning if anything happened meanwhile (a delivery ended, a commit set an
 alarm): that picks up rows set behind the pass, retries and the rows that were
 in flight.
 
-A delivery is an event like any other, through :meth:`Runtime.dispatch`: it
+A delivery is an event like any other, through :meth:`ObjectHost.dispatch`: it
 wakes an evicted object and obeys the input and output gates.  Inside the event
 the object's own view of its alarm decides: no alarm, or one not yet due,
 means nothing runs (so a stale row is harmless).  Delivery is *at least once*:
@@ -53,7 +53,7 @@ from ..storage.kv import Storage
 from .activation import ObjectRaised
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .host import ObjectHost
 
 __all__ = ["MAX_RETRIES", "AlarmInfo", "AlarmScheduler", "AlarmStatistics", "retry_delay"]
 
@@ -102,9 +102,9 @@ class AlarmScheduler:
     """Delivers alarms for one runtime (see the module docstring)."""
 
     def __init__(
-        self, runtime: Runtime, *, concurrency: int = DEFAULT_CONCURRENCY, batch: int = 256
+        self, host: ObjectHost, *, concurrency: int = DEFAULT_CONCURRENCY, batch: int = 256
     ) -> None:
-        self._runtime = runtime
+        self._host = host
         self._concurrency = concurrency
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
@@ -124,13 +124,13 @@ class AlarmScheduler:
         if self._task is not None:
             return
         self._wake = asyncio.Event()
-        self._runtime.engine.alarm_listener = self.notify
+        self._host.engine.alarm_listener = self.notify
         self._task = loop.create_task(self._run(), name="roost-alarms")
 
     async def close(self) -> None:
         """Stop scheduling; wait (bounded) for deliveries in flight."""
         task, self._task = self._task, None
-        self._runtime.engine.alarm_listener = None
+        self._host.engine.alarm_listener = None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -160,7 +160,7 @@ class AlarmScheduler:
         while True:
             for _ in range(4):
                 await asyncio.sleep(0)
-            idle = not self._in_flight and not self._runtime.engine.due_alarms(self._now_ms(), 1)
+            idle = not self._in_flight and not self._host.engine.due_alarms(self._now_ms(), 1)
             if idle:
                 return
             if loop.time() > deadline:
@@ -177,12 +177,12 @@ class AlarmScheduler:
         )
 
     def _now_ms(self) -> int:
-        return int(self._runtime.clock.time() * 1000)
+        return int(self._host.clock.time() * 1000)
 
     # -- the scheduling loop ---------------------------------------------------------
 
     async def _run(self) -> None:
-        engine = self._runtime.engine
+        engine = self._host.engine
         wake = self._wake
         assert wake is not None
         ready: deque[AlarmEntry] = deque()  # rows read, not started yet
@@ -223,7 +223,7 @@ class AlarmScheduler:
     async def _sleep(self, wake: asyncio.Event, until_ms: int | None) -> None:
         async def timer(until: int) -> None:
             # The delay is measured when the timer starts, not when it was asked for.
-            await self._runtime.clock.sleep((until - self._now_ms()) / 1000)
+            await self._host.clock.sleep((until - self._now_ms()) / 1000)
 
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(wake.wait())]
         if until_ms is not None:
@@ -236,7 +236,7 @@ class AlarmScheduler:
 
     def _launch(self, entry: AlarmEntry) -> None:
         key = (entry.namespace, entry.object_id)
-        self._in_flight[key] = self._runtime.loop.create_task(self._deliver_logged(entry, key))
+        self._in_flight[key] = self._host.loop.create_task(self._deliver_logged(entry, key))
 
     async def _deliver_logged(self, entry: AlarmEntry, key: tuple[str, str]) -> None:
         try:
@@ -258,16 +258,16 @@ class AlarmScheduler:
         An exception from ``alarm()`` is re-raised here (after it was counted as
         a failed delivery and a retry scheduled).
         """
-        entry = self._runtime.engine.alarm_entry(namespace, object_id.hex)
+        entry = self._host.engine.alarm_entry(namespace, object_id.hex)
         if entry is None:
             return False
         return await self.deliver(entry, force=True)
 
     async def deliver(self, entry: AlarmEntry, *, force: bool = False) -> bool:
         """Deliver one index row; return whether ``alarm()`` ran and returned."""
-        runtime = self._runtime
-        engine = runtime.engine
-        if entry.namespace not in runtime.classes:
+        host = self._host
+        engine = host.engine
+        if entry.namespace not in host.classes:
             log.warning("alarm for unknown namespace %r: postponed", entry.namespace)
             await engine.update_alarm(
                 entry,
@@ -279,7 +279,7 @@ class AlarmScheduler:
         # their stubs were made): the row's ID is taken as it is, without its
         # keyed hash being checked again (that showed in profiles of bursts).
         object_id = ObjectId(entry.object_id, entry.namespace)
-        peeked = entry.sql and not force and not runtime.is_live(entry.namespace, object_id)
+        peeked = entry.sql and not force and not host.is_live(entry.namespace, object_id)
         try:
             if peeked:
                 # Look in the object's own database before waking it for nothing
@@ -290,7 +290,7 @@ class AlarmScheduler:
                     return False
             delivery = _Delivery(entry, self._now_ms(), force=force)
             try:
-                await runtime.dispatch(entry.namespace, object_id, delivery)
+                await host.dispatch(entry.namespace, object_id, delivery)
             except RuntimeClosed:
                 return False  # shutting down: not an attempt; the row stays for next time
             except (ObjectRaised, RoostError) as exc:
@@ -322,7 +322,7 @@ class AlarmScheduler:
                 delay_ms / 1000,
             )
             due = self._now_ms() + delay_ms
-            if await self._runtime.engine.update_alarm(entry, due_ms=due, retry_count=retries):
+            if await self._host.engine.update_alarm(entry, due_ms=due, retry_count=retries):
                 self.notify(due)
             return
         log.error(
@@ -340,7 +340,7 @@ class AlarmScheduler:
             return storage
 
         with contextlib.suppress(ObjectRaised, RoostError):
-            storage = await self._runtime.dispatch(entry.namespace, object_id, drop)
+            storage = await self._host.dispatch(entry.namespace, object_id, drop)
             if entry.sql:
                 await self._reindex_from(entry, storage)
 
@@ -358,10 +358,10 @@ class AlarmScheduler:
     async def _reindex(self, entry: AlarmEntry, truth: int | None) -> None:
         # Re-read the row now: any set_alarm after this point lowers it again
         # after our update (the group commit applies index writes in order).
-        fresh = self._runtime.engine.alarm_entry(entry.namespace, entry.object_id)
+        fresh = self._host.engine.alarm_entry(entry.namespace, entry.object_id)
         if fresh is None or (truth is not None and fresh.due_ms == truth):
             return
-        changed = await self._runtime.engine.update_alarm(fresh, due_ms=truth, retry_count=0)
+        changed = await self._host.engine.update_alarm(fresh, due_ms=truth, retry_count=0)
         if changed and truth is not None:
             self.notify(truth)
 

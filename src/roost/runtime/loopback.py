@@ -86,10 +86,10 @@ class LoopbackRouter(Router):
             object_id = wire.object_id_of(runtime.env, namespace, hex_id, name)
             if kind == wire.CALL:
                 method, args, kwargs = fields
-                value = await runtime.invoke(namespace, object_id, method, tuple(args), kwargs)
+                value = await runtime.host.invoke(namespace, object_id, method, tuple(args), kwargs)
                 return wire.encode_result(value)
             request = wire.decode_request(fields)
-            response = await runtime.deliver_fetch(namespace, object_id, request)
+            response = await runtime.host.deliver_fetch(namespace, object_id, request)
             return wire.encode_fetch_reply(response)
         except ObjectRaised as raised:
             return wire.encode_failure(failures.describe_raised(raised.error, raised.namespace))

@@ -73,7 +73,7 @@ class LocalRouter(Router):
         deadlines = self._runtime.deadlines
         deadline = deadlines.enter()
         try:
-            return await self._runtime.invoke(namespace, object_id, method, args, kwargs)
+            return await self._runtime.host.invoke(namespace, object_id, method, args, kwargs)
         except ObjectRaised as raised:
             failure: RoostError = to_remote_error(raised)
         except RoostError as refused:
@@ -91,7 +91,7 @@ class LocalRouter(Router):
         deadlines = self._runtime.deadlines
         deadline = deadlines.enter()
         try:
-            return await self._runtime.deliver_fetch(namespace, object_id, request)
+            return await self._runtime.host.deliver_fetch(namespace, object_id, request)
         except ObjectRaised as raised:
             failure: RoostError = to_remote_error(raised)
         except RoostError as refused:

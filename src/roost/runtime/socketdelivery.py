@@ -5,7 +5,7 @@ router) hands each received message to :func:`deliver_message` and the end of
 the connection to :func:`deliver_close`.  A held socket's message is queued for
 ``ws.receive()``; a hibernatable socket's message is answered by the
 auto-response or becomes a ``websocket_message`` event through
-:meth:`Runtime.dispatch`, and its end a ``websocket_close`` or
+:meth:`ObjectHost.dispatch`, and its end a ``websocket_close`` or
 ``websocket_error`` event.
 """
 
@@ -54,9 +54,9 @@ async def deliver_message(ws: WebSocket, message: Message) -> None:
     owner = ws._owner
     if owner is None:
         raise RuntimeError("a message arrived for a WebSocket that no object accepted")
-    pair = owner.runtime.websockets.auto_response(owner.key)
+    pair = owner.host.websockets.auto_response(owner.key)
     if pair is not None and message == pair[0]:
-        ws._auto_response_time = owner.runtime.clock.time()
+        ws._auto_response_time = owner.host.clock.time()
         ws._output("send", pair[1])
         return
     await _dispatch(ws, owner, "websocket_message", (ws, message))
@@ -77,7 +77,7 @@ async def deliver_close(ws: WebSocket, code: int, reason: str = "") -> None:
     owner = ws._owner
     if ws._mode != "hibernatable" or owner is None:
         return
-    cls = owner.runtime.classes[owner.namespace]
+    cls = owner.host.classes[owner.namespace]
     if code in _ERROR_CODES and callable(getattr(cls, "websocket_error", None)):
         error = WebSocketError(
             f"WebSocket failed with close code {code}" + (f": {reason}" if reason else ""),
@@ -91,7 +91,7 @@ async def deliver_close(ws: WebSocket, code: int, reason: str = "") -> None:
 
 
 async def _dispatch(ws: WebSocket, owner: SocketOwner, name: str, args: tuple[Any, ...]) -> None:
-    cls = owner.runtime.classes[owner.namespace]
+    cls = owner.host.classes[owner.namespace]
     if not callable(getattr(cls, name, None)):
         if name == "websocket_message":
             log.warning("%s has no websocket_message(); message dropped", cls.__name__)
@@ -101,7 +101,7 @@ async def _dispatch(ws: WebSocket, owner: SocketOwner, name: str, args: tuple[An
         await getattr(instance, name)(*args)
 
     try:
-        await owner.runtime.dispatch(owner.namespace, owner.object_id, handler)
+        await owner.host.dispatch(owner.namespace, owner.object_id, handler)
     except ObjectRaised as raised:
         log.error(
             "%s() of %s %s raised",

@@ -120,8 +120,8 @@ def accept_hibernatable(act: Activation, ws: WebSocket, tags: Iterable[str]) -> 
     ws._check_pending()
     ws._mode = "hibernatable"
     ws._tags = tuple(tag_list)
-    ws._owner = SocketOwner(act.runtime, act.namespace, act.object_id)
-    act.runtime.websockets.add(act.key, ws)
+    ws._owner = SocketOwner(act.host, act.namespace, act.object_id)
+    act.host.websockets.add(act.key, ws)
     ws._output("accept", None)
 
 
@@ -129,7 +129,7 @@ def get_websockets(act: Activation, tag: str | None) -> list[WebSocket]:
     """``ctx.get_websockets``: the object's open hibernatable sockets."""
     return [
         ws
-        for ws in act.runtime.websockets.of(act.key)
+        for ws in act.host.websockets.of(act.key)
         if ws._mode == "hibernatable" and (tag is None or tag in ws._tags)
     ]
 
@@ -140,9 +140,9 @@ def set_auto_response(act: Activation, pair: tuple[Message, Message] | None) -> 
         for part in pair:
             if not isinstance(part, (str, bytes)):
                 raise TypeError("auto-response request and response are str or bytes")
-    act.runtime.websockets.set_auto_response(act.key, pair)
+    act.host.websockets.set_auto_response(act.key, pair)
 
 
 def get_auto_response(act: Activation) -> tuple[Message, Message] | None:
     """``ctx.get_websocket_auto_response``."""
-    return act.runtime.websockets.auto_response(act.key)
+    return act.host.websockets.auto_response(act.key)

@@ -8,7 +8,7 @@ accepts it in one of two styles (docs/websockets.md):
 * **held**: ``ws.accept()``; the object reads with ``await ws.receive()`` or
   ``async for message in ws`` and stays in memory while the socket is open.
 * **hibernatable**: ``ctx.accept_websocket(ws, tags)``; each message is an
-  event delivered to ``websocket_message`` through :meth:`Runtime.dispatch`
+  event delivered to ``websocket_message`` through :meth:`ObjectHost.dispatch`
   (input gate, serial events, output gate), so the object may be evicted while
   the socket stays open and the next message re-creates it.  What the object
   wants to remember per socket goes in ``ws.serialize_attachment(value)``.
@@ -43,7 +43,7 @@ from .activation import Activation, current_activation
 
 if TYPE_CHECKING:
     from ..ids import ObjectId
-    from .runtime import Runtime
+    from .host import ObjectHost
 
 __all__ = ["SocketTransport", "WebSocket"]
 
@@ -96,7 +96,7 @@ class SocketTransport(ABC):
 class SocketOwner:
     """The object that accepted a socket."""
 
-    runtime: Runtime
+    host: ObjectHost
     namespace: str
     object_id: ObjectId
 
@@ -202,10 +202,10 @@ class WebSocket:
         self._check_pending()
         self._mode = "held"
         self._activation = act
-        self._owner = SocketOwner(act.runtime, act.namespace, act.object_id)
+        self._owner = SocketOwner(act.host, act.namespace, act.object_id)
         self._inbox = deque()
         act.held_sockets += 1
-        act.runtime.websockets.add(act.key, self)
+        act.host.websockets.add(act.key, self)
         self._output("accept", subprotocol)
 
     def _check_pending(self) -> None:
@@ -274,7 +274,7 @@ class WebSocket:
             # is already done, i.e. failed, gets a new callback: its first one ran.)
             self._waiting = gate
             assert act is not None
-            act.runtime.websockets.flush_after(gate, self)
+            act.host.websockets.flush_after(gate, self)
 
     def _flush(self) -> None:
         """Hand the transport every frame whose writes are durable, in order."""
@@ -401,11 +401,11 @@ class WebSocket:
         self._close_reason = reason
         owner = self._owner
         if owner is not None:
-            owner.runtime.websockets.discard(owner.key, self)
+            owner.host.websockets.discard(owner.key, self)
         act = self._activation
         if act is not None:
             act.held_sockets -= 1
-            act.last_used = act.runtime.clock.monotonic()
+            act.last_used = act.host.clock.monotonic()
         wake(self._inbox_reader)
         wake(self._inbox_space)
 

@@ -52,6 +52,7 @@ class EventGate(Protocol):
 
     def open(self) -> None: ...
 
+
 T = TypeVar("T")
 
 _ABSENT: Final[_Entry] = (None, None)

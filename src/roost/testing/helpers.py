@@ -61,7 +61,7 @@ async def run_in_object(
         return result
 
     try:
-        return await runtime.dispatch(namespace, object_id, handler)
+        return await runtime.host.dispatch(namespace, object_id, handler)
     except ObjectRaised as raised:
         raise raised.error from None
 
