@@ -25,7 +25,7 @@ import uvicorn.config
 from .. import __version__
 from ..server import Server, bind, make_config
 from ..storage.sqlite import lock_holder
-from .config import Command, Settings, apply_to_app, setting_options
+from .config import Command, Settings, apply_to_app, setting_options, split_address
 from .config import show_config as print_config
 from .loader import ENV_DATA, ENV_SETTINGS, ENV_TARGET, AppNotFound, LoadedApp, load_app
 
@@ -92,14 +92,14 @@ def _check_data_dir(path: Path) -> None:
         )
 
 
-def _listen(host: str, port: int) -> Any:
+def _listen(host: str, port: int, flag: str = "--port") -> Any:
     try:
         return bind(host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise click.ClickException(
                 f"port {port} on {host} is already in use; stop what uses it or pick "
-                "another with --port"
+                f"another with {flag}"
             ) from None
         raise click.ClickException(str(exc)) from None
 
@@ -140,6 +140,39 @@ def _server_options(settings: Settings) -> dict[str, Any]:
 def _show_config(settings: Settings, loaded: LoadedApp, data_dir: Path, **extra: Any) -> None:
     config = make_config(loaded.app, **_server_options(settings), **extra)
     print_config(settings, loaded.app, config, data_dir)
+
+
+#: The admin server's token comes from here (never a flag: a command line is
+#: visible to every user of the machine).
+ENV_ADMIN_TOKEN = "ROOST_ADMIN_TOKEN"
+
+
+def _admin(settings: Settings, loaded: LoadedApp) -> tuple[Any, Any]:
+    """The admin app (``--admin``) and its socket; prints where it is, and the
+    token once if it was generated (to stderr)."""
+    from ..admin.web import AdminApp, new_token  # prometheus_client only when asked for
+
+    host, port = split_address(settings["admin"])
+    sock = _listen(host, port, "--admin")
+    token = os.environ.get(ENV_ADMIN_TOKEN, "").strip()
+    generated = not token
+    if generated:
+        token = new_token()
+    app = AdminApp(
+        loaded.app,
+        token,
+        event_metrics=settings["admin_event_metrics"],
+        open_metrics=settings["admin_open_metrics"],
+    )
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}/"
+    click.echo(f"roost admin: {click.style(url, bold=True)}  (/metrics and the page)", err=True)
+    if generated:
+        click.echo(
+            f"roost admin token (generated; set {ENV_ADMIN_TOKEN} to choose one): {token}",
+            err=True,
+        )
+    return app, sock
 
 
 def _banner(what: str, url: str, data: Path) -> None:
@@ -207,7 +240,10 @@ def serve(show_config: bool, **params: Any) -> None:
     loaded.app.data_dir = data_dir
     sock = _listen(settings["host"], settings["port"])
     _banner("serve", f"http://{settings['host']}:{sock.getsockname()[1]}", data_dir)
-    server = Server(make_config(loaded.app, **_server_options(settings), loop="uvloop"))
+    admin = _admin(settings, loaded) if settings["admin"] is not None else None
+    server = Server(
+        make_config(loaded.app, **_server_options(settings), loop="uvloop"), admin=admin
+    )
     server.run(sockets=[sock])
     if not server.started:
         sys.exit(3)  # startup failed; uvicorn logged why
@@ -216,3 +252,10 @@ def serve(show_config: bool, **params: Any) -> None:
 from .check import check as _check  # noqa: E402  (a command of its own module)
 
 main.add_command(_check)
+
+from .transfer import backup as _backup  # noqa: E402
+from .transfer import export as _export  # noqa: E402
+from .transfer import import_ as _import  # noqa: E402
+
+for _command in (_export, _import, _backup):
+    main.add_command(_command)

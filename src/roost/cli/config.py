@@ -43,6 +43,7 @@ __all__ = [
     "Settings",
     "apply_to_app",
     "setting_options",
+    "split_address",
 ]
 
 ENV_PREFIX: Final = "ROOST_"
@@ -168,6 +169,35 @@ class UrlPath(ParamType):
         self.fail(f"{text!r} must {shape}", param, ctx)
 
 
+def split_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT`` or ``PORT`` as ``(host, port)``; the
+    host defaults to 127.0.0.1.  Raises ``ValueError`` saying what is wrong."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9090")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9090, or 9090)")
+    return host or "127.0.0.1", int(port_text)
+
+
+class Address(ParamType):
+    """Where to listen: ``HOST:PORT`` (``PORT`` alone: on 127.0.0.1), as ``host:port``."""
+
+    name = "HOST:PORT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            host, port = split_address(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One setting: its option, its ``ROOST_*`` variable and where its value goes."""
@@ -281,6 +311,20 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("stats_path", ("--stats-path",), UrlPath(), "app",
             "Answer GET on this path with the runtime's statistics as JSON "
             "(e.g. /_roost/stats).", "off"),
+    # -- the admin server (docs/monitoring.md); its token is ROOST_ADMIN_TOKEN, never a flag
+    Setting("admin", ("--admin",), Address(), "command",
+            "Serve /metrics and the admin page on HOST:PORT (PORT alone: on 127.0.0.1), "
+            "behind the token of ROOST_ADMIN_TOKEN (or one generated and printed).", "off",
+            commands=frozenset({"serve"})),
+    Setting("admin_event_metrics", ("--admin-event-metrics/--no-admin-event-metrics",),
+            click.BOOL, "command",
+            "With --admin, count every event by namespace and kind, and time one in 16 "
+            "(costs CPU on every event).", "off", default=False,
+            commands=frozenset({"serve"})),
+    Setting("admin_open_metrics", ("--admin-open-metrics/--no-admin-open-metrics",),
+            click.BOOL, "command",
+            "With --admin, serve /metrics without the token (the page's data stays behind it).",
+            "off", default=False, commands=frozenset({"serve"})),
     # -- the runtime
     Setting("durability", ("--durability",), click.Choice(["full", "process"]), "runtime",
             "full: fsync every commit before its outputs leave (survives power loss); "
@@ -519,7 +563,7 @@ def in_force(
         else:
             value = getattr(limits if setting.target == "limits" else sql, setting.key)
         if value is None or value == "":
-            value = "auto" if name == "max_live_sql_objects" else "none"
+            value = {"max_live_sql_objects": "auto", "admin": "off"}.get(name, "none")
         if isinstance(value, bool):
             value = "on" if value else "off"
         yield name, str(value)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from ._http1 import HttpProtocol
 from .app import App
@@ -33,13 +34,65 @@ class Server(uvicorn.Server):
     inside another program, e.g. a test).
     """
 
-    def __init__(self, config: uvicorn.Config, *, install_signal_handlers: bool = True) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        install_signal_handlers: bool = True,
+        admin: tuple[ASGIApp, socket.socket] | None = None,
+    ) -> None:
         super().__init__(config)
         self._install_signal_handlers = install_signal_handlers
+        # The admin app and its own listening socket (``roost serve --admin``):
+        # a second uvicorn server in this loop, never the app's port.
+        self._admin = admin
+        self._admin_server: Server | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._admin is not None and self.started:
+            # After the app's lifespan: the admin app observes a started runtime.
+            await self._start_admin(*self._admin)
+
+    @property
+    def ready(self) -> bool:
+        """Started, and so is the admin server if there is one (``started`` is
+        set before the admin server starts)."""
+        admin = self._admin_server
+        return self.started and (self._admin is None or (admin is not None and admin.started))
+
+    async def _start_admin(self, app: ASGIApp, sock: socket.socket) -> None:
+        hook = getattr(app, "on_serve", None)
+        if callable(hook):
+            hook(self)
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            log_config=None,
+            log_level=self.config.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        admin = Server(config, install_signal_handlers=False)
+        self._admin_server = admin
+        self._admin_task = asyncio.ensure_future(admin.serve(sockets=[sock]))
+        while not admin.started:
+            if self._admin_task.done():
+                self._admin_task.result()  # raise why it failed
+                raise RuntimeError("the admin server stopped during startup")
+            await asyncio.sleep(0.005)
+
+    async def _stop_admin(self) -> None:
+        if self._admin_server is not None and self._admin_task is not None:
+            self._admin_server.should_exit = True
+            await self._admin_task
+            self._admin_server = self._admin_task = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:  # stop accepting before anything else
             server.close()
+        await self._stop_admin()
         app = find_app(self.config.loaded_app)
         if app is not None:
             await app.close_websockets(grace=self.config.timeout_graceful_shutdown or 10.0)
@@ -134,20 +187,26 @@ def bind(host: str, port: int) -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def running(
-    app: App, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    app: App,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    admin: tuple[ASGIApp, socket.socket] | None = None,
+    **options: Any,
 ) -> AsyncIterator[str]:
     """Serve ``app`` on uvicorn in this event loop; yield its base URL.
 
     For tests and embedding: ``async with running(app) as url: ...``.  On exit
-    the server shuts down gracefully, as on SIGTERM.
+    the server shuts down gracefully, as on SIGTERM.  ``admin``: an admin app
+    (``roost.admin.web.AdminApp``) and the socket to serve it on (:func:`bind`).
     """
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
     options.setdefault("log_level", "warning")
-    server = Server(make_config(app, **options), install_signal_handlers=False)
+    server = Server(make_config(app, **options), install_signal_handlers=False, admin=admin)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
-        while not server.started:
+        while not server.ready:
             if task.done():
                 task.result()  # startup failed: raise why
                 raise RuntimeError("the server stopped during startup")
