@@ -108,7 +108,7 @@ async def test_a_version_2_database_moves_its_large_values_out(tmp_path: Path) -
     assert stored(tmp_path) == (2, 2, 2)
     with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn:
         version = conn.execute("SELECT value FROM roost_meta WHERE key = 'schema_version'")
-        assert version.fetchone()[0] == 3
+        assert version.fetchone()[0] == 4  # 4: the catalogue was added after the move
 
 
 async def test_the_move_walks_a_database_of_many_large_values(tmp_path: Path) -> None:
@@ -124,8 +124,8 @@ async def test_the_move_walks_a_database_of_many_large_values(tmp_path: Path) ->
 async def test_a_database_from_a_newer_roost_is_refused(tmp_path: Path) -> None:
     make_version_2_database(tmp_path, {})
     with closing(sqlite3.connect(tmp_path / "objects.sqlite3")) as conn, conn:
-        conn.execute("UPDATE roost_meta SET value = 4 WHERE key = 'schema_version'")
-    with pytest.raises(StorageError, match="schema version 4; this Roost reads version 3"):
+        conn.execute("UPDATE roost_meta SET value = 5 WHERE key = 'schema_version'")
+    with pytest.raises(StorageError, match="schema version 5; this Roost reads version 4"):
         async with roost.Runtime({"BOX": Box}, data_dir=tmp_path):
             pass
 

@@ -46,6 +46,7 @@ from ..errors import CommitFailed
 from . import idsecret
 
 if TYPE_CHECKING:
+    from .catalogue import CatalogueEntry, ObjectUsage
     from .objectdb import ObjectDatabase
 
 __all__ = [
@@ -392,11 +393,15 @@ class StorageEngine(ABC):
         """Finish every queued commit, then release all resources."""
 
     @abstractmethod
-    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+    def open_object(
+        self, namespace: str, object_id: str, *, sql: bool = False, name: str | None = None
+    ) -> ObjectStore:
         """The store of one object (cheap: no I/O for an object never written).
 
         ``sql=True`` gives the store of an object of a SQL class: a database of
-        its own, reached through :attr:`ObjectStore.database`.
+        its own, reached through :attr:`ObjectStore.database`.  ``name`` is the
+        name the ID was made from, when the caller knows it (``ObjectId.name``):
+        the catalogue records it with the object's next write.
         """
 
     @abstractmethod
@@ -462,3 +467,56 @@ class StorageEngine(ABC):
         hook = self.fault_hook
         if hook is not None:
             hook(store, batch)
+
+    # == The object catalogue: listing and inspection (roost.admin) ===============
+    # One entry per object that holds data (:mod:`.catalogue`), kept by the
+    # engine inside the commits of the object's own batches.  These methods are
+    # what roost.admin reads, so that any engine (a cluster's included) can be
+    # listed and inspected the same way.
+
+    @abstractmethod
+    def catalogue_page(
+        self,
+        namespace: str,
+        *,
+        prefix: str | None = None,
+        after_id: str | None = None,
+        after_name: str | None = None,
+        limit: int = 100,
+    ) -> list[CatalogueEntry]:
+        """At most ``limit`` entries of ``namespace``, read by keyset.
+
+        Without ``prefix``: in ID order, those after ``after_id``.  With
+        ``prefix``: the objects whose recorded name starts with it, in
+        ``(name, ID)`` order, those after ``(after_name, after_id)``.  Reads
+        only the rows it returns (an index range), however many objects exist.
+        """
+
+    @abstractmethod
+    def catalogue_entry(self, namespace: str, object_id: str) -> CatalogueEntry | None:
+        """The entry of one object, if the catalogue has it."""
+
+    @abstractmethod
+    def object_usage(self, namespace: str, object_id: str, *, sql: bool) -> ObjectUsage:
+        """Count what one object stores now (its keys and their bytes).
+
+        Never opens a SQL object's database (a live instance may hold it): its
+        ``keys`` are ``None`` unless it has no database at all."""
+
+    @abstractmethod
+    def sql_tables(self, namespace: str, object_id: str) -> list[tuple[str, int]] | None:
+        """The user tables of a SQL object that is not live, with their row
+        counts, in name order; ``None`` when it has no database."""
+
+    @abstractmethod
+    async def delete_object(
+        self, namespace: str, object_id: str, *, refuse: Callable[[], str | None] | None = None
+    ) -> bool:
+        """Delete everything one object stores (keys, alarm, database, entry);
+        whether there was anything.
+
+        The object must not be live.  ``refuse`` is called at the moment of
+        the deletion, when no event runs (a runtime checks there that the
+        object is still not live): a reason it returns is raised as
+        :class:`roost.InvalidState` and nothing is deleted.
+        """

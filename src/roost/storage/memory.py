@@ -14,10 +14,19 @@ import asyncio
 import bisect
 import heapq
 import sqlite3
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import CommitFailed, RuntimeClosed
+from ..errors import CommitFailed, InvalidState, RuntimeClosed
+from .catalogue import (
+    CatalogueEntry,
+    ObjectUsage,
+    prefix_bound,
+    storable_name,
+    table_counts,
+)
 from .engine import (
     AlarmEntry,
     CommitFuture,
@@ -41,6 +50,16 @@ _Item = tuple["_MemoryObjectStore", WriteBatch, CommitFuture]
 
 
 @dataclass(slots=True)
+class _Entry:
+    """A catalogue entry as the memory engine keeps it."""
+
+    name: str | None
+    created_ms: int
+    written_ms: int
+    sql: bool
+
+
+@dataclass(slots=True)
 class _AlarmRow:
     due_ms: int
     alarm_ms: int | None
@@ -50,12 +69,13 @@ class _AlarmRow:
 
 
 class _MemoryObjectStore(ObjectStore):
-    __slots__ = ("_engine", "_key")
+    __slots__ = ("_engine", "_key", "name")
 
-    def __init__(self, engine: MemoryEngine, key: _Key) -> None:
+    def __init__(self, engine: MemoryEngine, key: _Key, name: str | None = None) -> None:
         super().__init__(*key)
         self._engine = engine
         self._key = key
+        self.name = storable_name(name)
 
     def _data(self) -> dict[str, bytes]:
         return self._engine.data.get(self._key, {})
@@ -101,6 +121,15 @@ class _MemoryObjectStore(ObjectStore):
             data[self._key] = current
         else:
             data.pop(self._key, None)
+        engine = self._engine
+        if (
+            batch.clear
+            and not current
+            and (batch.alarm_ms is None if batch.alarm_changed else self._key not in engine.alarms)
+        ):
+            engine.forget_entry(self._key)  # as the SQLite engine: emptied by delete_all
+        else:
+            engine.record(self._key, self.name, sql=False)
         if batch.alarm_changed:
             engine = self._engine
             if batch.alarm_ms is None:
@@ -111,6 +140,14 @@ class _MemoryObjectStore(ObjectStore):
                 engine.set_alarm_row(
                     self._key, _AlarmRow(batch.alarm_ms, batch.alarm_ms, 0, gen, False)
                 )
+
+
+class _MemorySqlStore(SqlObjectStore):
+    """A SQL object's store that also carries its name for the catalogue."""
+
+    def __init__(self, engine: MemoryEngine, key: _Key, name: str | None) -> None:
+        super().__init__(engine, *key)
+        self.name = storable_name(name)
 
 
 class MemoryEngine(StorageEngine):
@@ -129,6 +166,13 @@ class MemoryEngine(StorageEngine):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: CommitQueue[_Item] | None = None
         self.commits = 0
+        #: The catalogue, and each namespace's IDs and (name, ID) pairs in order.
+        self.catalogue: dict[_Key, _Entry] = {}
+        self._ids: dict[str, list[str]] = {}
+        self._names: dict[str, list[tuple[str, str]]] = {}
+        self._sql_stores: weakref.WeakValueDictionary[_Key, _MemorySqlStore] = (
+            weakref.WeakValueDictionary()
+        )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -145,10 +189,14 @@ class MemoryEngine(StorageEngine):
             raise RuntimeClosed("storage engine is not running")
         return self._loop
 
-    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+    def open_object(
+        self, namespace: str, object_id: str, *, sql: bool = False, name: str | None = None
+    ) -> ObjectStore:
         if sql:
-            return SqlObjectStore(self, namespace, object_id)
-        return _MemoryObjectStore(self, (namespace, object_id))
+            store = _MemorySqlStore(self, (namespace, object_id), name)
+            self._sql_stores[(namespace, object_id)] = store
+            return store
+        return _MemoryObjectStore(self, (namespace, object_id), name)
 
     def list_object_ids(self, namespace: str) -> list[str]:
         keys = set(self.data) | set(self.databases)
@@ -205,7 +253,104 @@ class MemoryEngine(StorageEngine):
     def after_commit(
         self, namespace: str, object_id: str, db: ObjectDatabase
     ) -> asyncio.Future[None] | None:
+        key = (namespace, object_id)
+        store = self._sql_stores.get(key)
+        self.record(key, None if store is None else store.name, sql=True)
         return None
+
+    # -- the catalogue ---------------------------------------------------------------
+
+    def record(self, key: _Key, name: str | None, *, sql: bool) -> None:
+        """Enter a write of the object ``key`` in the catalogue."""
+        now_ms = int(time.time() * 1000)
+        entry = self.catalogue.get(key)
+        if entry is None:
+            self.catalogue[key] = _Entry(name, now_ms, now_ms, sql)
+            bisect.insort(self._ids.setdefault(key[0], []), key[1])
+            if name is not None:
+                bisect.insort(self._names.setdefault(key[0], []), (name, key[1]))
+            return
+        entry.written_ms = now_ms
+        if entry.name is None and name is not None:
+            entry.name = name
+            bisect.insort(self._names.setdefault(key[0], []), (name, key[1]))
+
+    def forget_entry(self, key: _Key) -> None:
+        entry = self.catalogue.pop(key, None)
+        if entry is None:
+            return
+        ids = self._ids[key[0]]
+        del ids[bisect.bisect_left(ids, key[1])]
+        if entry.name is not None:
+            names = self._names[key[0]]
+            del names[bisect.bisect_left(names, (entry.name, key[1]))]
+
+    def _entry_of(self, key: _Key) -> CatalogueEntry:
+        e = self.catalogue[key]
+        return CatalogueEntry(key[0], key[1], e.name, e.created_ms, e.written_ms, e.sql)
+
+    def catalogue_page(
+        self,
+        namespace: str,
+        *,
+        prefix: str | None = None,
+        after_id: str | None = None,
+        after_name: str | None = None,
+        limit: int = 100,
+    ) -> list[CatalogueEntry]:
+        if prefix is None:
+            ids = self._ids.get(namespace, [])
+            start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
+            chosen = ids[start : start + limit]
+        else:
+            names = self._names.get(namespace, [])
+            low = (
+                (prefix, "")
+                if after_name is None
+                else max((prefix, ""), (after_name, after_id or ""))
+            )
+            start = (
+                bisect.bisect_right(names, low)
+                if after_name is not None
+                else bisect.bisect_left(names, low)
+            )
+            bound = prefix_bound(prefix)
+            chosen = [i for n, i in names[start : start + limit] if bound is None or n < bound]
+        return [self._entry_of((namespace, i)) for i in chosen]
+
+    def catalogue_entry(self, namespace: str, object_id: str) -> CatalogueEntry | None:
+        key = (namespace, object_id)
+        return self._entry_of(key) if key in self.catalogue else None
+
+    def object_usage(self, namespace: str, object_id: str, *, sql: bool) -> ObjectUsage:
+        key = (namespace, object_id)
+        if sql:
+            db = self.databases.get(key)
+            return ObjectUsage(0, 0) if db is None else ObjectUsage(None, db.size)
+        data = self.data.get(key, {})
+        return ObjectUsage(len(data), sum(len(k.encode()) + len(v) for k, v in data.items()))
+
+    def sql_tables(self, namespace: str, object_id: str) -> list[tuple[str, int]] | None:
+        db = self.databases.get((namespace, object_id))
+        return None if db is None else table_counts(db)
+
+    async def delete_object(
+        self, namespace: str, object_id: str, *, refuse: Callable[[], str | None] | None = None
+    ) -> bool:
+        await asyncio.sleep(0)  # as the SQLite engine: the deletion is a commit of its own
+        reason = refuse() if refuse is not None else None
+        if reason is not None:
+            raise InvalidState(reason)
+        key = (namespace, object_id)
+        found = key in self.catalogue or key in self.data or key in self.alarms
+        self.data.pop(key, None)
+        self.alarms.pop(key, None)
+        db = self.databases.pop(key, None)
+        if db is not None:
+            found = True
+            db.close()
+        self.forget_entry(key)
+        return found
 
     def lower_alarm_index(
         self, namespace: str, object_id: str, due_ms: int

@@ -49,14 +49,25 @@ import contextlib
 import fcntl
 import itertools
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import apsw
 
-from ..errors import CommitFailed, RuntimeClosed, StorageError
+from ..errors import CommitFailed, InvalidState, RuntimeClosed, StorageError
 from . import datadir, idsecret
+from .catalogue import (
+    WRITTEN_RESOLUTION_MS,
+    CatalogueEntry,
+    ObjectUsage,
+    prefix_bound,
+    sql_namespaces,
+    storable_name,
+    table_counts,
+)
 from .engine import (
     AlarmEntry,
     CommitFuture,
@@ -78,8 +89,9 @@ from .walsync import CHECKPOINT_INTERVAL, WalSyncer
 
 __all__ = ["SqliteEngine"]
 
-#: 3: values over _INLINE_MAX bytes moved to large_values (2: alarms; 1: kv only).
-_SCHEMA_VERSION: Final = 3
+#: 4: the object catalogue; 3: values over _INLINE_MAX bytes moved to
+#: large_values; 2: alarms; 1: kv only.
+_SCHEMA_VERSION: Final = 4
 _DB_NAME: Final = datadir.SHARED_DATABASE
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS roost_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -102,6 +114,16 @@ CREATE TABLE IF NOT EXISTS alarms (
     PRIMARY KEY (ns, object)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due_ms);
+CREATE TABLE IF NOT EXISTS objects (
+    ns TEXT NOT NULL,
+    object BLOB NOT NULL,
+    name TEXT,
+    created_ms INTEGER,
+    written_ms INTEGER,
+    sql INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (ns, object)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_name ON objects (ns, name, object) WHERE name IS NOT NULL;
 """
 #: Small pages: a group commit of writes spread over many objects dirties about
 #: one page per write, and SQLite writes (and the fsync flushes) each dirty page
@@ -122,6 +144,20 @@ _VALUE: Final = (
     " THEN (SELECT data FROM large_values WHERE id = kv.value) ELSE value END"
 )
 _ALARM_COLUMNS: Final = "ns, object, due_ms, retry_count, gen, sql"
+# The catalogue (storage/catalogue.py): one upsert per object per group commit,
+# and per live object at most once per WRITTEN_RESOLUTION_MS.
+_CATALOGUE_UPSERT: Final = """
+INSERT INTO objects (ns, object, name, created_ms, written_ms, sql) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (ns, object) DO UPDATE SET
+    written_ms = excluded.written_ms, name = coalesce(objects.name, excluded.name)
+"""
+# After a delete_all: the entry goes once nothing of the object is left.
+_CATALOGUE_DROP_EMPTY: Final = """
+DELETE FROM objects WHERE ns = ?1 AND object = ?2
+AND NOT EXISTS (SELECT 1 FROM kv WHERE ns = ?1 AND object = ?2)
+AND NOT EXISTS (SELECT 1 FROM alarms WHERE ns = ?1 AND object = ?2)
+"""
+_CATALOGUE_COLUMNS: Final = "ns, object, name, created_ms, written_ms, sql"
 _DUE: Final = f"""
 SELECT {_ALARM_COLUMNS} FROM alarms WHERE due_ms <= ?
 ORDER BY due_ms, ns, object LIMIT ?
@@ -169,13 +205,19 @@ _Item = tuple["_SqliteObjectStore | None", "WriteBatch | _Op", "asyncio.Future[A
 
 
 class _SqliteObjectStore(ObjectStore):
-    __slots__ = ("_engine", "_ns", "_object")
+    __slots__ = ("_engine", "_ns", "_object", "name", "recorded_ms")
 
-    def __init__(self, engine: SqliteEngine, namespace: str, object_id: str) -> None:
+    def __init__(
+        self, engine: SqliteEngine, namespace: str, object_id: str, name: str | None = None
+    ) -> None:
         super().__init__(namespace, object_id)
         self._engine = engine
         self._ns = namespace
         self._object = bytes.fromhex(object_id)
+        #: The object's name for the catalogue, and when its entry was last
+        #: written by this store (0: not yet).
+        self.name = storable_name(name)
+        self.recorded_ms = 0
 
     def read_alarm(self) -> int | None:
         try:
@@ -233,10 +275,23 @@ class _SqliteObjectStore(ObjectStore):
         self._engine.enqueue(self, batch, done)
 
 
+class _SqliteSqlStore(SqlObjectStore):
+    """A SQL object's store that also carries what the catalogue records."""
+
+    def __init__(
+        self, engine: SqliteEngine, namespace: str, object_id: str, name: str | None
+    ) -> None:
+        super().__init__(engine, namespace, object_id)
+        self.name = storable_name(name)
+        self.recorded_ms = 0
+
+
 def _apply_all(
     conn: apsw.Connection,
     batches: list[tuple[_SqliteObjectStore, WriteBatch]],
     large_ids: Iterator[int],
+    now_ms: int,
+    recorded: list[_SqliteObjectStore],
 ) -> None:
     """Apply ``batches`` in order with as few statements as possible.
 
@@ -245,9 +300,16 @@ def _apply_all(
     Python work of a statement each was most of a group commit's time).  Values
     over :data:`_INLINE_MAX` bytes get a ``large_values`` row with an id from
     ``large_ids``; a key's previous large value, if it had one, is deleted.
+
+    The catalogue entry of each object whose store has not recorded one in
+    the last :data:`WRITTEN_RESOLUTION_MS` is upserted (one row per object);
+    those stores are added to ``recorded``, for the caller to mark once the
+    transaction has committed.
     """
     final: dict[tuple[str, bytes, str], bytes | None] = {}
     alarms: dict[tuple[str, bytes], int | None] = {}
+    entries: dict[tuple[str, bytes], tuple[str, bytes, str | None, int, int, int]] = {}
+    cleared: list[tuple[str, bytes]] = []
 
     def flush() -> None:
         deletes: list[tuple[str, bytes, str]] = []
@@ -285,10 +347,15 @@ def _apply_all(
             flush()  # earlier writes first: the clear must remove them
             conn.execute(_DROP_ALL_LARGE, (ns, obj))
             conn.execute("DELETE FROM kv WHERE ns=? AND object=?", (ns, obj))
+            cleared.append((ns, obj))
+            store.recorded_ms = 0  # the entry may go: the next write restores it
         for key, value in batch.writes.items():
             final[(ns, obj, key)] = value
         if batch.alarm_changed:
             alarms[(ns, obj)] = batch.alarm_ms
+        if now_ms - store.recorded_ms >= WRITTEN_RESOLUTION_MS:
+            entries[(ns, obj)] = (ns, obj, store.name, now_ms, now_ms, 0)
+            recorded.append(store)
     flush()
     gone = [key for key, due in alarms.items() if due is None]
     if gone:
@@ -296,6 +363,13 @@ def _apply_all(
     for (ns, obj), due in alarms.items():
         if due is not None:
             conn.execute(_ALARM_UPSERT, (ns, obj, due, due))
+    if entries:
+        conn.executemany(_CATALOGUE_UPSERT, entries.values())
+    if cleared:
+        conn.executemany(_CATALOGUE_DROP_EMPTY, cleared)
+        # Their entries may be gone: the next write of each must write it again.
+        gone_entries = set(cleared)
+        recorded[:] = [s for s in recorded if (s._ns, s._object) not in gone_entries]
 
 
 class SqliteEngine(StorageEngine):
@@ -316,6 +390,15 @@ class SqliteEngine(StorageEngine):
         it holds about this many seconds of commits (:mod:`.walsync`).
     sql_limits:
         Bounds on SQL objects' queries and databases (:class:`.SqlLimits`).
+    read_only:
+        Open the shared database for reading only, without the data
+        directory's lock, so that a running server's storage can be listed
+        and inspected (``roost objects``).  Nothing can be written, no SQL
+        object's database is opened (a live one is its server's alone), and the
+        directory must already hold a database.  Safe beside a server because
+        the database is in WAL mode: a reader sees the last committed state and
+        never blocks the writer, and the server's checkpoints are passive (they
+        copy what no reader still needs and never wait for one).
     """
 
     def __init__(
@@ -325,9 +408,16 @@ class SqliteEngine(StorageEngine):
         durability: Durability = "full",
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         sql_limits: SqlLimits | None = None,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
         check_durability(durability)
+        self.read_only = read_only
+        # Live SQL objects' stores, by (namespace, ID): what the catalogue
+        # records of them (their name) at their commits (after_commit).
+        self._sql_stores: weakref.WeakValueDictionary[tuple[str, str], _SqliteSqlStore] = (
+            weakref.WeakValueDictionary()
+        )
         if not checkpoint_interval > 0:
             raise ValueError(f"checkpoint_interval must be positive, not {checkpoint_interval!r}")
         self.path = Path(data_dir) / _DB_NAME
@@ -359,6 +449,9 @@ class SqliteEngine(StorageEngine):
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._writer is not None:
+            return
+        if self.read_only:
+            self._start_read_only(loop)
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -397,7 +490,36 @@ class SqliteEngine(StorageEngine):
         self._syncer = syncer
         self.files.start(loop)
 
+    def _start_read_only(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.path.is_file():
+            raise StorageError(f"{self.path.parent} holds no Roost database ({self.path.name})")
+        try:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            conn.set_busy_timeout(5_000)
+            conn.execute("PRAGMA query_only=ON")
+            version = conn.execute(
+                "SELECT value FROM roost_meta WHERE key='schema_version'"
+            ).fetchone()
+        except apsw.Error as exc:
+            raise StorageError(f"cannot open {self.path} for reading: {exc}") from exc
+        if version is None or version[0] != _SCHEMA_VERSION:
+            conn.close()
+            raise StorageError(
+                f"{self.path} has storage schema version {version and version[0]}; reading it "
+                f"while a server runs needs version {_SCHEMA_VERSION} (the server's Roost is "
+                "another version)"
+            )
+        self._loop = loop
+        self._writer = conn  # never written: commits are refused (_queue_item)
+        self._closed = False
+
     async def close(self) -> None:
+        if self.read_only:
+            self._closed = True
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            return
         if self._closed:
             return
         if self._writer is not None:
@@ -446,18 +568,21 @@ class SqliteEngine(StorageEngine):
     def _prepare(self, conn: apsw.Connection) -> None:
         conn.execute(_SCHEMA)  # apsw runs every statement of the script
         row = conn.execute("SELECT value FROM roost_meta WHERE key='schema_version'").fetchone()
-        if row is not None and row[0] not in (1, 2, _SCHEMA_VERSION):
+        if row is not None and row[0] not in (1, 2, 3, _SCHEMA_VERSION):
             raise StorageError(
                 f"{self.path} has storage schema version {row[0]}; this Roost reads "
                 f"version {_SCHEMA_VERSION}"
             )
         if row is None or row[0] != _SCHEMA_VERSION:
             # Version 1 had no alarms (the script added them); before version
-            # 3 every value was stored in its kv row.
+            # 3 every value was stored in its kv row; before version 4 there
+            # was no catalogue, so the objects already stored are entered now.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if row is not None:
+                if row is not None and row[0] < 3:
                     _move_large_values(conn)
+                if row is not None:
+                    _backfill_catalogue(conn, self.files)
                 conn.execute(
                     "INSERT OR REPLACE INTO roost_meta VALUES ('schema_version', ?)",
                     (_SCHEMA_VERSION,),
@@ -478,10 +603,14 @@ class SqliteEngine(StorageEngine):
             raise RuntimeClosed("storage engine is not running")
         return self._writer
 
-    def open_object(self, namespace: str, object_id: str, *, sql: bool = False) -> ObjectStore:
+    def open_object(
+        self, namespace: str, object_id: str, *, sql: bool = False, name: str | None = None
+    ) -> ObjectStore:
         if sql:
-            return SqlObjectStore(self, namespace, object_id)
-        return _SqliteObjectStore(self, namespace, object_id)
+            store = _SqliteSqlStore(self, namespace, object_id, name)
+            self._sql_stores[(namespace, object_id)] = store
+            return store
+        return _SqliteObjectStore(self, namespace, object_id, name)
 
     def list_object_ids(self, namespace: str) -> list[str]:
         try:
@@ -496,6 +625,132 @@ class SqliteEngine(StorageEngine):
         found.update(self.files.list_ids(namespace))
         return sorted(found)
 
+    # -- the catalogue (storage/catalogue.py) -----------------------------------
+
+    def catalogue_page(
+        self,
+        namespace: str,
+        *,
+        prefix: str | None = None,
+        after_id: str | None = None,
+        after_name: str | None = None,
+        limit: int = 100,
+    ) -> list[CatalogueEntry]:
+        # Each form reads one range of an index (the primary key, or
+        # objects_name for names) and stops after `limit` rows.
+        sql = f"SELECT {_CATALOGUE_COLUMNS} FROM objects WHERE ns = ?"
+        params: list[object] = [namespace]
+        if prefix is None:
+            if after_id is not None:
+                sql += " AND object > ?"
+                params.append(bytes.fromhex(after_id))
+            sql += " ORDER BY object LIMIT ?"
+        else:
+            sql += " AND name IS NOT NULL AND name >= ?"
+            params.append(prefix)
+            bound = prefix_bound(prefix)
+            if bound is not None:
+                sql += " AND name < ?"
+                params.append(bound)
+            if after_name is not None:
+                sql += " AND (name, object) > (?, ?)"
+                params += [after_name, bytes.fromhex(after_id or "")]
+            sql += " ORDER BY name, object LIMIT ?"
+        params.append(limit)
+        try:
+            return [_catalogue_entry(row) for row in self._connection().execute(sql, params)]
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+
+    def catalogue_entry(self, namespace: str, object_id: str) -> CatalogueEntry | None:
+        try:
+            row = (
+                self._connection()
+                .execute(
+                    f"SELECT {_CATALOGUE_COLUMNS} FROM objects WHERE ns = ? AND object = ?",
+                    (namespace, bytes.fromhex(object_id)),
+                )
+                .fetchone()
+            )
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        return None if row is None else _catalogue_entry(row)
+
+    def object_usage(self, namespace: str, object_id: str, *, sql: bool) -> ObjectUsage:
+        if sql:
+            path = self.files.path(namespace, object_id)
+            size = 0
+            for file in (path, Path(f"{path}-wal")):
+                with contextlib.suppress(FileNotFoundError):
+                    size += file.stat().st_size
+            # Its keys are in its database, which a live instance holds: they are
+            # not counted here (show_object counts what it reads).
+            keys = 0 if not size else None
+            return ObjectUsage(keys, size)
+        try:
+            # length() of a large value's blob reads its record header, not its bytes.
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT count(*), ifnull(sum(length(CAST(key AS BLOB)) + CASE"
+                    " WHEN typeof(value) = 'integer' THEN"
+                    " (SELECT length(data) FROM large_values WHERE id = kv.value)"
+                    " ELSE length(value) END), 0) FROM kv WHERE ns = ? AND object = ?",
+                    (namespace, bytes.fromhex(object_id)),
+                )
+                .fetchone()
+            )
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        assert row is not None  # an aggregate always has its row
+        count, size = row
+        return ObjectUsage(int(count), int(size))
+
+    def sql_tables(self, namespace: str, object_id: str) -> list[tuple[str, int]] | None:
+        if self.read_only:
+            raise StorageError(
+                "a SQL object's database is read only with the data directory's lock "
+                "(a running server holds its live objects' files)"
+            )
+        db = self.files.open(namespace, object_id, create=False)
+        if db is None:
+            return None
+        try:
+            return table_counts(db)
+        finally:
+            self.files.release(namespace, object_id, db)
+
+    async def delete_object(
+        self, namespace: str, object_id: str, *, refuse: Callable[[], str | None] | None = None
+    ) -> bool:
+        obj = bytes.fromhex(object_id)
+        path = self.files.path(namespace, object_id)
+        key = (namespace, obj)
+
+        def delete(conn: apsw.Connection) -> bool | str:
+            # Runs inside a group commit, when no event of any object runs:
+            # ``refuse`` sees the same live objects as the deletion.
+            reason = refuse() if refuse is not None else None
+            if reason is not None:
+                return reason
+            before = conn.total_changes()
+            conn.execute(_DROP_ALL_LARGE, key)
+            for table in ("kv", "alarms", "objects"):
+                conn.execute(f"DELETE FROM {table} WHERE ns = ? AND object = ?", key)
+            found = conn.total_changes() > before
+            for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                try:
+                    file.unlink()
+                    found = True
+                except FileNotFoundError:
+                    pass
+            return found
+
+        result = await self.enqueue_op(delete)
+        if isinstance(result, str):
+            raise InvalidState(result)
+        return bool(result)
+
     # -- SQL objects (the SqlHost protocol) -------------------------------------
 
     @property
@@ -507,6 +762,11 @@ class SqliteEngine(StorageEngine):
     def open_database(
         self, namespace: str, object_id: str, *, create: bool
     ) -> ObjectDatabase | None:
+        if self.read_only:
+            raise StorageError(
+                "a SQL object's database is read only with the data directory's lock "
+                "(a running server holds its live objects' files)"
+            )
         return self.files.open(namespace, object_id, create=create)
 
     def release_database(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
@@ -515,7 +775,37 @@ class SqliteEngine(StorageEngine):
     def after_commit(
         self, namespace: str, object_id: str, db: ObjectDatabase
     ) -> asyncio.Future[None] | None:
+        self._record_sql_write(namespace, object_id)
         return self.files.after_commit(namespace, object_id, db)
+
+    def _record_sql_write(self, namespace: str, object_id: str) -> None:
+        """Enter a SQL object's write in the catalogue, in the next group commit.
+
+        Its data is in a file of its own, so the entry cannot share its commit:
+        it follows in the shared database's next one (within the same loop turn
+        when the object commits at a seal), and the object's outputs do not wait
+        for it.  A power cut between the two can leave a new object's first
+        write without its entry; ``list_object_ids`` still finds its file.
+        """
+        store = self._sql_stores.get((namespace, object_id))
+        now_ms = int(time.time() * 1000)
+        if self._closed or (
+            store is not None and now_ms - store.recorded_ms < WRITTEN_RESOLUTION_MS
+        ):
+            return
+        name = None if store is None else store.name
+        row = (namespace, bytes.fromhex(object_id), name, now_ms, now_ms, 1)
+
+        def record(conn: apsw.Connection) -> None:
+            conn.execute(_CATALOGUE_UPSERT, row)
+
+        def recorded(future: asyncio.Future[Any]) -> None:
+            if future.exception() is not None and store is not None:
+                store.recorded_ms = 0  # not entered: the next commit tries again
+
+        if store is not None:
+            store.recorded_ms = now_ms  # no second entry while this one is queued
+        self.enqueue_op(record).add_done_callback(recorded)
 
     def lower_alarm_index(
         self, namespace: str, object_id: str, due_ms: int
@@ -612,6 +902,8 @@ class SqliteEngine(StorageEngine):
         work: WriteBatch | _Op,
         future: asyncio.Future[Any],
     ) -> None:
+        if self.read_only:
+            raise StorageError(f"{self.path} is open for reading only: nothing can be written")
         if self._closed or self._queue is None:
             raise RuntimeClosed("storage engine is closed")
         self._queue.put((store, work, future))
@@ -652,12 +944,14 @@ class SqliteEngine(StorageEngine):
 
     def _commit_group(self, conn: apsw.Connection, group: list[_Item]) -> list[_Outcome]:
         results: list[Any] = []
+        now_ms = int(time.time() * 1000)
+        recorded: list[_SqliteObjectStore] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             run: list[tuple[_SqliteObjectStore, WriteBatch]] = []
             for store, work, _ in group:
                 if store is None:  # an operation of the engine's own, in order
-                    _apply_all(conn, run, self._large_ids)
+                    _apply_all(conn, run, self._large_ids, now_ms, recorded)
                     run.clear()
                     results.append(work(conn))  # type: ignore[operator]
                     continue
@@ -666,7 +960,7 @@ class SqliteEngine(StorageEngine):
                     self.check_fault(store, work)
                     run.append((store, work))
                 results.append(None)
-            _apply_all(conn, run, self._large_ids)
+            _apply_all(conn, run, self._large_ids, now_ms, recorded)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -676,6 +970,8 @@ class SqliteEngine(StorageEngine):
             return [self._commit_one(conn, store, work, future) for store, work, future in group]
         self.commits += 1
         self.batches_committed += sum(1 for store, _, _ in group if store is not None)
+        for done in recorded:
+            done.recorded_ms = now_ms
         outcomes: list[_Outcome] = []
         for (store, _, future), result in zip(group, results, strict=True):
             broken = store is not None and store.broken is not None
@@ -683,14 +979,18 @@ class SqliteEngine(StorageEngine):
         return outcomes
 
     def _apply(
-        self, conn: apsw.Connection, store: _SqliteObjectStore | None, work: WriteBatch | _Op
+        self,
+        conn: apsw.Connection,
+        store: _SqliteObjectStore | None,
+        work: WriteBatch | _Op,
+        recorded: list[_SqliteObjectStore],
     ) -> Any:
         if store is None:
             return work(conn)  # type: ignore[operator]
         if store.broken is None:
             assert isinstance(work, WriteBatch)
             self.check_fault(store, work)
-            _apply_all(conn, [(store, work)], self._large_ids)
+            _apply_all(conn, [(store, work)], self._large_ids, int(time.time() * 1000), recorded)
         return None
 
     def _commit_one(
@@ -702,9 +1002,10 @@ class SqliteEngine(StorageEngine):
     ) -> _Outcome:
         if store is not None and store.broken is not None:
             return (future, None, broken_error(store))
+        recorded: list[_SqliteObjectStore] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            result = self._apply(conn, store, work)
+            result = self._apply(conn, store, work, recorded)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -717,6 +1018,9 @@ class SqliteEngine(StorageEngine):
             return (future, None, failure)
         self.commits += 1
         self.batches_committed += store is not None
+        now_ms = int(time.time() * 1000)
+        for done in recorded:
+            done.recorded_ms = now_ms
         return (future, result, None)
 
 
@@ -747,6 +1051,31 @@ def _move_large_values(conn: apsw.Connection) -> None:
                 "UPDATE kv SET value = ? WHERE ns = ? AND object = ? AND key = ?", (moved, *key)
             )
         after = tuple(keys[-1])
+
+
+def _backfill_catalogue(conn: apsw.Connection, files: ObjectFiles) -> None:
+    """Enter the objects stored before the catalogue existed (schema 3 to 4).
+
+    One pass over ``kv`` in key order (``GROUP BY`` walks its primary key),
+    one over the KV objects' alarms, and one over the SQL objects' files.
+    Their names and creation times were never recorded: they stay unknown.
+    """
+    conn.execute(
+        "INSERT OR IGNORE INTO objects (ns, object, sql)"
+        " SELECT ns, object, 0 FROM kv GROUP BY ns, object"
+    )
+    conn.execute(
+        "INSERT OR IGNORE INTO objects (ns, object, sql)"
+        " SELECT ns, object, 0 FROM alarms WHERE sql = 0"
+    )
+    for namespace in sql_namespaces(files.root):
+        rows = [(namespace, bytes.fromhex(i)) for i in files.list_ids(namespace)]
+        conn.executemany("INSERT OR IGNORE INTO objects (ns, object, sql) VALUES (?, ?, 1)", rows)
+
+
+def _catalogue_entry(row: tuple[Any, ...]) -> CatalogueEntry:
+    ns, obj, name, created, written, sql = row
+    return CatalogueEntry(ns, bytes(obj).hex(), name, created, written, bool(sql))
 
 
 def read_failed(path: Path, exc: apsw.Error) -> StorageError:
