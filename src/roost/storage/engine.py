@@ -338,6 +338,89 @@ class EngineStatistics:
     syncs: int
 
 
+# == Export and import (roost.admin.archive) ==================================
+# What `roost export`, `roost import` and `roost backup` ask of an engine, kept
+# apart from the rest of the seam: they read and write through these, never
+# through an engine's files, so a later engine (a cluster's) can be exported and
+# imported the same way.
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedObject:
+    """One object's committed state, as an export reads it and an import writes it."""
+
+    namespace: str
+    object_id: str
+    #: True for an object of a SQL class: its KV entries and alarm live in its
+    #: own database, which :meth:`StorageSnapshot.copy_database` copies whole.
+    sql: bool = False
+    #: A KV-only object's ``(key, encoded value)`` pairs, in key order; the
+    #: values are the codec's bytes, never decoded.
+    entries: list[tuple[str, bytes]] = field(default_factory=list)
+    #: The alarm (epoch ms), or ``None``.
+    alarm_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdScheme:
+    """How a storage's object IDs are keyed (``docs/storage.md``, "Object IDs").
+
+    ``kind`` is ``"stored"`` (the secret is kept with the data, and ``secret``
+    holds it), ``"given"`` (the deployer gives it in ``ROOST_ID_SECRET``; only
+    its ``fingerprint`` is known) or ``"unkeyed"`` (a directory from before
+    keyed IDs).
+    """
+
+    kind: Literal["stored", "given", "unkeyed"]
+    fingerprint: str | None = None
+    secret: bytes | None = field(default=None, repr=False)
+
+
+class StorageSnapshot(ABC):
+    """A read-only view of an engine's committed state, for export.
+
+    Every KV-only object is read as of one point in time (the moment the
+    snapshot was taken); each SQL object's database is copied consistently as
+    of the moment :meth:`copy_database` reads it.
+    """
+
+    @abstractmethod
+    def id_scheme(self, given: bytes | None) -> IdScheme:
+        """How the IDs of this storage are keyed; ``given`` is ``ROOST_ID_SECRET``."""
+
+    @abstractmethod
+    def namespaces(self) -> list[str]:
+        """Every namespace that holds an object, sorted."""
+
+    @abstractmethod
+    def count_objects(self, namespace: str) -> int:
+        """How many objects :meth:`objects` yields for ``namespace`` (for progress)."""
+
+    @abstractmethod
+    def objects(self, namespace: str) -> Iterator[ExportedObject]:
+        """The objects of ``namespace`` that hold data: KV-only objects with their
+        entries and alarm, SQL objects without (see :meth:`copy_database`)."""
+
+    @abstractmethod
+    def copy_database(self, namespace: str, object_id: str, target: Path) -> int | None:
+        """Write a consistent copy of a SQL object's database to the new file
+        ``target``; return the alarm it holds."""
+
+    def close(self) -> None:
+        """Release what the snapshot holds (its read transaction)."""
+        return None
+
+    def __enter__(self) -> StorageSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class StorageEngine(ABC):
     """A place where many objects keep their state."""
 
@@ -370,6 +453,44 @@ class StorageEngine(ABC):
         per process.
         """
         return given if given is not None else idsecret.process_secret()
+
+    # -- export and import (roost.admin.archive; see StorageSnapshot) -------------
+
+    def snapshot(self) -> StorageSnapshot:
+        """A consistent, read-only view of the committed state, for export."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be exported")
+
+    def adopt_id_scheme(self, scheme: IdScheme, given: bytes | None) -> None:
+        """Key this (new, empty, not started) storage's IDs as ``scheme`` says, so
+        that imported objects keep their IDs; ``given`` is ``ROOST_ID_SECRET``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be imported into")
+
+    async def import_objects(self, objects: Sequence[ExportedObject]) -> None:
+        """Write KV-only objects (entries and alarm) in one group of batches.
+
+        Goes through :meth:`open_object` and :meth:`ObjectStore.commit` like the
+        runtime's own writes, so every engine can take an import.  Each object's
+        batch replaces whatever it held.
+        """
+        loop = self.loop
+        futures: list[CommitFuture] = []
+        for obj in objects:
+            batch = WriteBatch(clear=True, writes=dict(obj.entries))
+            if obj.alarm_ms is not None:
+                batch.set_alarm(obj.alarm_ms)
+            done = CommitFuture(loop=loop)
+            self.open_object(obj.namespace, obj.object_id).commit(batch, done)
+            futures.append(done)
+        for done in futures:
+            await done
+
+    async def import_database(
+        self, namespace: str, object_id: str, source: Path, alarm_ms: int | None
+    ) -> None:
+        """Make the SQLite database ``source`` (a copy :meth:`StorageSnapshot.copy_database`
+        wrote, moved away by this call) the database of a SQL object that holds
+        nothing yet; ``alarm_ms`` is the alarm it holds, for the alarm index."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be imported into")
 
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

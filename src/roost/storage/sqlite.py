@@ -447,6 +447,27 @@ class SqliteEngine(StorageEngine):
         except OSError as exc:
             raise StorageError(f"cannot keep the ID secret in {directory}: {exc}") from exc
 
+    # -- export and import (roost.admin.archive; see SqliteSnapshot) ---------------
+
+    def snapshot(self) -> StorageSnapshot:
+        return SqliteSnapshot(self.path.parent)
+
+    def adopt_id_scheme(self, scheme: IdScheme, given: bytes | None) -> None:
+        directory = self.path.parent
+        if self._writer is not None or datadir.holds_data(directory):
+            raise StorageError(
+                f"{directory} already holds data: only a new data directory takes the "
+                "ID secret of an archive"
+            )
+        _adopt_ids(directory, scheme, given)
+
+    async def import_database(
+        self, namespace: str, object_id: str, source: Path, alarm_ms: int | None
+    ) -> None:
+        _place_database(self.files.path(namespace, object_id), source, object_id)
+        if alarm_ms is not None:
+            await self.lower_alarm_index(namespace, object_id, alarm_ms)  # type: ignore[misc]
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._writer is not None:
             return
@@ -1076,6 +1097,247 @@ def _backfill_catalogue(conn: apsw.Connection, files: ObjectFiles) -> None:
 def _catalogue_entry(row: tuple[Any, ...]) -> CatalogueEntry:
     ns, obj, name, created, written, sql = row
     return CatalogueEntry(ns, bytes(obj).hex(), name, created, written, bool(sql))
+
+
+# == Export and import (roost.admin.archive) ====================================
+# The SQLite engine's side of the export seam (engine.StorageSnapshot) and of
+# the import methods, kept apart from the engine's commit path.
+
+import json as _json  # noqa: E402
+import sqlite3 as _sqlite3  # noqa: E402
+
+from .engine import ExportedObject, IdScheme, StorageSnapshot  # noqa: E402
+
+#: Seconds a copy waits for a SQL object that a running server holds: a live
+#: object keeps its file locked (exclusive locking mode) until it is evicted.
+COPY_WAIT: Final = 30.0
+
+
+class SqliteSnapshot(StorageSnapshot):
+    """A read-only view of a data directory, taken while a server may be serving it.
+
+    The shared database is read in one read transaction, which WAL mode lets
+    run beside the server's commits: every KV-only object, and every alarm of
+    one, is read as of the snapshot's first read.  Each SQL object's file is
+    copied through SQLite's backup API under a read transaction of its own, so
+    it is consistent as of its copy.  A SQL object that is live in a running
+    server holds its file exclusively; the copy waits up to ``wait`` seconds
+    for it to be evicted, then fails saying so.  While the copy reads, an
+    activation of that object waits for it (up to a second).
+    """
+
+    def __init__(self, data_dir: str | Path, *, wait: float = COPY_WAIT) -> None:
+        directory = Path(data_dir)
+        if not directory.is_dir():
+            raise StorageError(f"{directory} is not a directory")
+        if datadir.inspect(directory).new:
+            raise StorageError(f"{directory} holds no Roost data")
+        self.directory = directory
+        self.path = directory / _DB_NAME
+        self.wait = wait
+        self.files = ObjectFiles(directory / datadir.OBJECT_FILES, durability="process")
+        try:
+            # Read-write without create, as `roost check`: a read-only connection
+            # cannot recover a WAL that a crash left.  Nothing here writes.
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READWRITE)
+            conn.set_busy_timeout(30_000)
+            conn.execute("BEGIN")  # the read transaction starts at the first read
+            version = conn.execute(
+                "SELECT value FROM roost_meta WHERE key='schema_version'"
+            ).fetchone()
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        if version is None or version[0] != _SCHEMA_VERSION:
+            conn.close()
+            raise StorageError(
+                f"{self.path} has storage schema version {version and version[0]}; export "
+                f"reads version {_SCHEMA_VERSION}: start a server of this Roost on it once"
+            )
+        self._conn: apsw.Connection | None = conn
+
+    def _db(self) -> apsw.Connection:
+        if self._conn is None:
+            raise RuntimeClosed("the snapshot is closed")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(apsw.Error):
+                self._conn.execute("COMMIT")
+            self._conn.close()
+            self._conn = None
+
+    def id_scheme(self, given: bytes | None) -> IdScheme:
+        secret = idsecret.resolve(self.directory, given, has_data=True)
+        if not secret:
+            return IdScheme("unkeyed")
+        if given is not None:
+            return IdScheme("given", idsecret.fingerprint(secret))
+        return IdScheme("stored", idsecret.fingerprint(secret), secret)
+
+    def _namespace_of(self, name: str) -> str:
+        """The namespace whose SQL objects live in ``objects/<name>`` (see ObjectFiles)."""
+        if name.startswith("x-"):
+            try:
+                decoded = bytes.fromhex(name[2:]).decode()
+            except ValueError:
+                return name
+            if self.files.namespace_dir(decoded).name == name:
+                return decoded
+        return name
+
+    def namespaces(self) -> list[str]:
+        conn = self._db()
+        found: set[str] = set()
+        try:
+            # A skip scan of the key table's first column: one seek per namespace.
+            ns = conn.execute("SELECT min(ns) FROM kv").get
+            while isinstance(ns, str):
+                found.add(ns)
+                ns = conn.execute("SELECT min(ns) FROM kv WHERE ns > ?", (ns,)).get
+            found.update(row[0] for row in conn.execute("SELECT DISTINCT ns FROM alarms"))
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        root = self.files.root
+        if root.is_dir():
+            found.update(self._namespace_of(d.name) for d in root.iterdir() if d.is_dir())
+        return sorted(ns for ns in found if self.count_objects(ns))
+
+    def count_objects(self, namespace: str) -> int:
+        try:
+            count = (
+                self._db()
+                .execute(
+                    "SELECT count(*) FROM (SELECT object FROM kv WHERE ns = ? UNION "
+                    "SELECT object FROM alarms WHERE ns = ? AND sql = 0 AND alarm_ms IS NOT NULL)",
+                    (namespace, namespace),
+                )
+                .get
+            )
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        assert isinstance(count, int)
+        return count + len(self.files.list_ids(namespace))
+
+    def objects(self, namespace: str) -> Iterator[ExportedObject]:
+        conn = self._db()
+        try:
+            alarms: dict[bytes, int] = {
+                bytes(obj): int(alarm)
+                for obj, alarm in conn.execute(
+                    "SELECT object, alarm_ms FROM alarms"
+                    " WHERE ns = ? AND sql = 0 AND alarm_ms IS NOT NULL",
+                    (namespace,),
+                )
+            }
+            rows = conn.execute(
+                f"SELECT object, key, {_VALUE} FROM kv WHERE ns = ? ORDER BY object, key",
+                (namespace,),
+            )
+            for obj, group in itertools.groupby(rows, key=lambda row: bytes(row[0])):
+                entries = [(key, bytes(value)) for _, key, value in group]
+                yield ExportedObject(namespace, obj.hex(), False, entries, alarms.pop(obj, None))
+        except apsw.Error as exc:
+            raise read_failed(self.path, exc) from exc
+        for obj, alarm in sorted(alarms.items()):  # objects that hold an alarm and no key
+            yield ExportedObject(namespace, obj.hex(), False, [], alarm)
+        for object_id in self.files.list_ids(namespace):
+            yield ExportedObject(namespace, object_id, True)
+
+    def copy_database(self, namespace: str, object_id: str, target: Path) -> int | None:
+        path = self.files.path(namespace, object_id).resolve()
+        try:
+            source = _sqlite3.connect(
+                f"{path.as_uri()}?mode=rw", uri=True, timeout=self.wait, isolation_level=None
+            )
+        except _sqlite3.Error as exc:
+            raise StorageError(f"cannot open the database of object {object_id}: {exc}") from exc
+        try:
+            # Take the read lock first, through the busy timeout: the backup
+            # API itself retries a locked source forever.  Its one step then
+            # copies every page under that one read transaction.
+            source.execute("BEGIN")
+            source.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            copy = _sqlite3.connect(target, isolation_level=None)
+            try:
+                source.backup(copy)
+                row = copy.execute("SELECT alarm_ms FROM _roost_alarm WHERE id = 0").fetchone()
+            finally:
+                copy.close()
+        except _sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise StorageError(f"copying the database of object {object_id}: {exc}") from exc
+            holder = lock_holder(self.directory) or "none now"
+            raise StorageError(
+                f"the SQL object {object_id} of {namespace!r} stayed live in the server on "
+                f"{self.directory} (pid {holder}) for {self.wait:g} s, and a live object "
+                "holds its file locked: export again once it is idle (evicted), or stop "
+                "the server first"
+            ) from None
+        except _sqlite3.Error as exc:
+            raise StorageError(f"copying the database of object {object_id}: {exc}") from exc
+        finally:
+            source.close()
+        return None if row is None else int(row[0])
+
+
+def _adopt_ids(directory: Path, scheme: IdScheme, given: bytes | None) -> None:
+    """Key the new data directory ``directory``'s IDs as ``scheme`` (an archive's) says."""
+    if scheme.kind == "unkeyed":
+        if given is not None:
+            raise StorageError(
+                f"the archive's object IDs are not keyed with a secret; unset {idsecret.ENV_VAR}"
+            )
+        return  # no ids.json: a directory with data and none keeps unkeyed IDs
+    if given is not None:
+        if idsecret.fingerprint(given) != scheme.fingerprint:
+            raise StorageError(
+                f"the ID secret given ({idsecret.ENV_VAR}) is not the one the archive's "
+                "objects were made with: every object ID would change. Give that secret, "
+                "or unset it to adopt the secret the archive carries"
+            )
+        idsecret.resolve(directory, given, has_data=False)  # records its fingerprint only
+        return
+    if scheme.kind == "given" or scheme.secret is None:
+        raise StorageError(
+            "the archive's object IDs are keyed with a secret kept outside it (the "
+            f"source's {idsecret.ENV_VAR}): set {idsecret.ENV_VAR} to that secret"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    content = _json.dumps({"roost_ids": 1, "secret": scheme.secret.hex()})
+    path = directory / datadir.ID_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (content + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    datadir.sync_directory(directory)
+
+
+def _place_database(target: Path, source: Path, object_id: str) -> None:
+    """Move the database ``source`` to ``target`` (an object's file), durably,
+    once SQLite has checked it."""
+    if target.exists():
+        raise StorageError(f"object {object_id} already has a database ({target})")
+    try:
+        conn = _sqlite3.connect(source, isolation_level=None)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except _sqlite3.Error as exc:
+        raise StorageError(f"the database of object {object_id} is unreadable: {exc}") from exc
+    if verdict != [("ok",)]:
+        raise StorageError(f"the database of object {object_id} is damaged: {verdict[:3]}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(source, target)
+    datadir.sync_directory(target.parent)
 
 
 def read_failed(path: Path, exc: apsw.Error) -> StorageError:
