@@ -260,9 +260,6 @@ from .transfer import import_ as _import  # noqa: E402
 for _command in (_export, _import, _backup):
     main.add_command(_command)
 
-from .transfer import backup as _backup  # noqa: E402
-from .transfer import export as _export  # noqa: E402
-from .transfer import import_ as _import  # noqa: E402
+from .objects import objects as _objects  # noqa: E402
 
-for _command in (_export, _import, _backup):
-    main.add_command(_command)
+main.add_command(_objects)
