@@ -15,7 +15,10 @@ from roost import codec
 from roost.admin.archive import ArchiveError, export_archive, import_archive, verify_archive
 from roost.admin.backup import backup_data_dir
 from roost.errors import StorageError
+from roost.ids import IdFactory
 from roost.storage.check import check_data_dir
+from roost.storage.engine import ExportedObject
+from roost.storage.sqlite import SqliteEngine
 from tests.test_codec import VALUES as CODEC_VALUES
 
 # Every kind of value the codec accepts, and a value long enough to be kept out
@@ -288,3 +291,35 @@ def test_backup_is_a_data_directory_that_checks_clean_and_restores(tmp_path: Pat
     assert dump(tmp_path / "src") == dump(tmp_path / "old")
     with pytest.raises(StorageError, match="not an empty directory"):
         backup_data_dir(tmp_path / "src", tmp_path / "old")
+
+
+def test_catalogue_names_travel_with_the_objects(tmp_path: Path) -> None:
+    # The runtime may not hand names to storage yet: write a named object
+    # through the engine, as any caller of the seam does.
+    async def write(data_dir: Path) -> str:
+        engine = SqliteEngine(data_dir)
+        engine.start(asyncio.get_running_loop())
+        try:
+            object_id = IdFactory("BOX", secret=engine.id_secret(None)).from_name("pears").hex
+            entries = [("v", codec.encode(7))]
+            await engine.import_objects(
+                [ExportedObject("BOX", object_id, False, entries, None, "pears")]
+            )
+            return object_id
+        finally:
+            await engine.close()
+
+    async def entry(data_dir: Path, object_id: str) -> Any:
+        engine = SqliteEngine(data_dir)
+        engine.start(asyncio.get_running_loop())
+        try:
+            return engine.catalogue_entry("BOX", object_id)
+        finally:
+            await engine.close()
+
+    object_id = asyncio.run(write(tmp_path / "src"))
+    assert asyncio.run(entry(tmp_path / "src", object_id)).name == "pears"  # the control
+    export_archive(tmp_path / "src", tmp_path / "a.roost")
+    import_archive(tmp_path / "a.roost", tmp_path / "dst")
+    found = asyncio.run(entry(tmp_path / "dst", object_id))
+    assert found is not None and found.name == "pears" and not found.sql

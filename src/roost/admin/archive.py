@@ -288,6 +288,7 @@ def _write_kv(writer: _Writer, obj: ExportedObject) -> None:
                         "ns": obj.namespace,
                         "id": obj.object_id,
                         "alarm": obj.alarm_ms,
+                        "name": obj.name,
                         "entries": chunk,
                     }
                 )
@@ -317,6 +318,7 @@ def _write_sql(
                     "ns": obj.namespace,
                     "id": obj.object_id,
                     "alarm": alarm,
+                    "name": obj.name,
                     "size": size,
                     "sha256": digest.digest(),
                 }
@@ -412,7 +414,7 @@ def _events(path: Path, progress: Progress, secret: bytes | None = None) -> Iter
 
     def check_object(
         index: int, offset: int, payload: dict[str, Any]
-    ) -> tuple[str, str, int | None]:
+    ) -> tuple[str, str, int | None, str | None]:
         ns, object_id, alarm = payload.get("ns"), payload.get("id"), payload.get("alarm")
         if (
             not isinstance(ns, str)
@@ -433,7 +435,10 @@ def _events(path: Path, progress: Progress, secret: bytes | None = None) -> Iter
                     f"{path}: object {object_id[:12]}… of {ns!r} was not made with the ID "
                     "secret the target would use, so it could never be reached there"
                 ) from None
-        return ns, object_id, alarm
+        name = payload.get("name")
+        if name is not None and not isinstance(name, str):
+            raise bad(index, offset, "has a name that is not a string")
+        return ns, object_id, alarm, name
 
     def check_entries(index: int, offset: int, raw: object) -> list[tuple[str, bytes]]:
         if not isinstance(raw, list):
@@ -481,17 +486,17 @@ def _events(path: Path, progress: Progress, secret: bytes | None = None) -> Iter
         if sql is not None and kind != "data":
             raise bad(index, offset, "interrupts a SQL object's database")
         if kind == "kv":
-            ns, object_id, alarm = check_object(index, offset, payload)
+            ns, object_id, alarm, name = check_object(index, offset, payload)
             pairs = check_entries(index, offset, payload.get("entries"))
-            pending = ExportedObject(ns, object_id, False, pairs, alarm)
+            pending = ExportedObject(ns, object_id, False, pairs, alarm, name)
             kv_objects += 1
             entries += len(pairs)
         elif kind == "sql":
-            ns, object_id, alarm = check_object(index, offset, payload)
+            ns, object_id, alarm, name = check_object(index, offset, payload)
             size, expected = payload.get("size"), payload.get("sha256")
             if not isinstance(size, int) or size <= 0 or not isinstance(expected, bytes):
                 raise bad(index, offset, "describes no database")
-            sql = (ExportedObject(ns, object_id, True, [], alarm), size, expected)
+            sql = (ExportedObject(ns, object_id, True, [], alarm, name), size, expected)
             sql_seen, sql_hash = 0, hashlib.sha256()
             sql_objects += 1
             digest.update(raw)
@@ -722,7 +727,9 @@ async def _write(
                 sink.close()
                 sink = None
                 obj = event[1]
-                await engine.import_database(obj.namespace, obj.object_id, incoming, obj.alarm_ms)
+                await engine.import_database(
+                    obj.namespace, obj.object_id, incoming, obj.alarm_ms, obj.name
+                )
                 sql_objects += 1
                 progress.advance(1)
         if group:

@@ -363,6 +363,8 @@ class ExportedObject:
     entries: list[tuple[str, bytes]] = field(default_factory=list)
     #: The alarm (epoch ms), or ``None``.
     alarm_ms: int | None = None
+    #: The name the ID was made from, as the catalogue records it (``None``: unknown).
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,17 +481,23 @@ class StorageEngine(ABC):
             if obj.alarm_ms is not None:
                 batch.set_alarm(obj.alarm_ms)
             done = CommitFuture(loop=loop)
-            self.open_object(obj.namespace, obj.object_id).commit(batch, done)
+            self.open_object(obj.namespace, obj.object_id, name=obj.name).commit(batch, done)
             futures.append(done)
         for done in futures:
             await done
 
     async def import_database(
-        self, namespace: str, object_id: str, source: Path, alarm_ms: int | None
+        self,
+        namespace: str,
+        object_id: str,
+        source: Path,
+        alarm_ms: int | None,
+        name: str | None = None,
     ) -> None:
         """Make the SQLite database ``source`` (a copy :meth:`StorageSnapshot.copy_database`
         wrote, moved away by this call) the database of a SQL object that holds
-        nothing yet; ``alarm_ms`` is the alarm it holds, for the alarm index."""
+        nothing yet; ``alarm_ms`` is the alarm it holds, for the alarm index, and
+        ``name`` the name its ID was made from, for the catalogue."""
         raise NotImplementedError(f"{type(self).__name__} cannot be imported into")
 
     @abstractmethod

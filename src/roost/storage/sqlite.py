@@ -462,9 +462,17 @@ class SqliteEngine(StorageEngine):
         _adopt_ids(directory, scheme, given)
 
     async def import_database(
-        self, namespace: str, object_id: str, source: Path, alarm_ms: int | None
+        self,
+        namespace: str,
+        object_id: str,
+        source: Path,
+        alarm_ms: int | None,
+        name: str | None = None,
     ) -> None:
         _place_database(self.files.path(namespace, object_id), source, object_id)
+        now_ms = int(time.time() * 1000)
+        row = (namespace, bytes.fromhex(object_id), name, now_ms, now_ms, 1)
+        await self.enqueue_op(lambda conn: conn.execute(_CATALOGUE_UPSERT, row))
         if alarm_ms is not None:
             await self.lower_alarm_index(namespace, object_id, alarm_ms)  # type: ignore[misc]
 
@@ -1230,19 +1238,28 @@ class SqliteSnapshot(StorageSnapshot):
                     (namespace,),
                 )
             }
+            names: dict[bytes, str] = {
+                bytes(obj): name
+                for obj, name in conn.execute(
+                    "SELECT object, name FROM objects WHERE ns = ? AND name IS NOT NULL",
+                    (namespace,),
+                )
+            }
             rows = conn.execute(
                 f"SELECT object, key, {_VALUE} FROM kv WHERE ns = ? ORDER BY object, key",
                 (namespace,),
             )
             for obj, group in itertools.groupby(rows, key=lambda row: bytes(row[0])):
                 entries = [(key, bytes(value)) for _, key, value in group]
-                yield ExportedObject(namespace, obj.hex(), False, entries, alarms.pop(obj, None))
+                alarm = alarms.pop(obj, None)
+                yield ExportedObject(namespace, obj.hex(), False, entries, alarm, names.get(obj))
         except apsw.Error as exc:
             raise read_failed(self.path, exc) from exc
         for obj, alarm in sorted(alarms.items()):  # objects that hold an alarm and no key
-            yield ExportedObject(namespace, obj.hex(), False, [], alarm)
+            yield ExportedObject(namespace, obj.hex(), False, [], alarm, names.get(obj))
         for object_id in self.files.list_ids(namespace):
-            yield ExportedObject(namespace, object_id, True)
+            name = names.get(bytes.fromhex(object_id))
+            yield ExportedObject(namespace, object_id, True, name=name)
 
     def copy_database(self, namespace: str, object_id: str, target: Path) -> int | None:
         path = self.files.path(namespace, object_id).resolve()
