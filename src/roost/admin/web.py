@@ -15,12 +15,16 @@ The JSON API the page uses:
 * ``GET /api/overview``: namespaces (class, SQL or not, stored and live
   objects), the runtime's statistics (``roost.server.stats``), the main
   counters for the live charts;
-* ``GET /api/objects?namespace=NS&q=TEXT&after=ID&limit=N``: stored objects, by
-  ID order (keyset paging: ``after`` is the last ID of the previous page);
-  ``q`` finds the object *named* ``q`` (its ID is derived from the name) and
-  IDs starting with ``q``;
+* ``GET /api/objects?namespace=NS&q=TEXT&after=CURSOR&limit=N``: stored
+  objects (:func:`roost.admin.list_objects`): in ID order, or with ``q`` the
+  object named ``q`` (found by its ID, derived from the name) and then those
+  whose stored name starts with ``q``, in name order (a whole 64-character ID
+  as ``q``: that object); keyset paging, ``after`` being the ``next`` of the page
+  before;
 * ``GET /api/object?namespace=NS&id=ID`` (or ``&name=NAME``): one object's
-  storage: its KV pairs (values shown with ``repr``), whether it is live, its alarm;
+  storage (:func:`roost.admin.show_object`): its KV pairs (values rendered
+  with :func:`roost.admin.render_value`), its SQL tables and row counts, its
+  alarm, whether it is live;
 * ``GET /api/errors``: the last error records of the ``roost.*`` loggers.
 """
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,11 +46,10 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .. import codec
 from ..errors import InvalidObjectId
 from ..server.stats import statistics
-from ..storage.engine import ListQuery
 from .errors_log import RecentErrors
+from .inspect import ObjectInfo, ObjectNotFound, list_objects, render_value, show_object
 from .metrics import DEFAULT_SAMPLE_EVERY, EventMetrics, make_registry, storage_bytes
 
 if TYPE_CHECKING:
@@ -65,8 +69,9 @@ STATIC: Final = {
 #: Most objects listed per page, and most KV pairs shown of one object.
 MAX_PAGE: Final = 200
 MAX_PAIRS: Final = 1000
-#: Longest rendered value (characters); the rest is cut and marked.
+#: Longest string shown of a value (characters); the rest is cut and marked.
 MAX_VALUE_TEXT: Final = 4000
+_HEX_ID: Final = re.compile(r"[0-9a-f]{64}")
 
 #: Headers on every answer: the page runs only its own script (no inline
 #: script, so an injected ``<script>`` could not run even if it reached the
@@ -244,72 +249,70 @@ class AdminApp:
     async def objects(self, request: Request) -> starlette.responses.Response:
         runtime = self.app.runtime
         params = request.query_params
-        namespace = params.get("namespace", "")
-        if namespace not in runtime.classes:
-            return _json({"error": f"no namespace named {namespace!r}"}, 404)
+        namespace = _namespace(runtime, params.get("namespace", ""))
+        if namespace is None:
+            return _json({"error": "no such namespace"}, 404)
         try:
             limit = max(1, min(MAX_PAGE, int(params.get("limit", "50"))))
         except ValueError:
             return _json({"error": "limit must be a whole number"}, 400)
         query = params.get("q", "").strip()
-        after = params.get("after", "")
-        ids = runtime.engine.list_object_ids(namespace)
-        names = _live_names(runtime, namespace)
-        if query:
-            named = runtime.env[namespace].id_from_name(query).hex
-            names.setdefault(named, query)
-            lowered = query.lower()
-            ids = [i for i in ids if i == named or i.startswith(lowered)]
-        page = [i for i in ids if i > after][: limit + 1]
-        more = len(page) > limit
-        page = page[:limit]
-        live = {a.object_id.hex for a in runtime.host._live.values()}
+        if _HEX_ID.fullmatch(query.lower()):  # a whole ID: that object, if it stores anything
+            try:
+                whole = [show_object(runtime, namespace, query.lower(), max_entries=0).info]
+            except ObjectNotFound:
+                whole = []
+            return _json({"namespace": namespace, "objects": [_listed(i) for i in whole],
+                          "next": None})  # fmt: skip
+        try:
+            page = list_objects(
+                runtime, namespace, prefix=query or None, after=params.get("after"), limit=limit
+            )
+        except ValueError as exc:  # a cursor of another listing
+            return _json({"error": str(exc)}, 400)
+        found = page.objects
+        if query and params.get("after") is None:
+            # The object named exactly ``q`` first: its ID is derived from the
+            # name, so it is found even when storage does not know its name.
+            named = _named(runtime, namespace, query)
+            if named is not None:
+                found = [named, *(i for i in found if i.object_id != named.object_id)]
         return _json(
             {
                 "namespace": namespace,
-                "objects": [{"id": i, "name": names.get(i), "live": i in live} for i in page],
-                "next": page[-1] if more else None,
+                "objects": [_listed(info) for info in found],
+                "next": page.next_after,
             }
         )
 
     async def object_view(self, request: Request) -> starlette.responses.Response:
         runtime = self.app.runtime
         params = request.query_params
-        namespace = params.get("namespace", "")
-        if namespace not in runtime.classes:
-            return _json({"error": f"no namespace named {namespace!r}"}, 404)
-        ns = runtime.env[namespace]
+        namespace = _namespace(runtime, params.get("namespace", ""))
+        if namespace is None:
+            return _json({"error": "no such namespace"}, 404)
         name = params.get("name")
         try:
-            object_id = (
-                ns.id_from_name(name)
-                if name is not None
-                else ns.id_from_string(params.get("id", ""))
+            view = show_object(
+                runtime,
+                namespace,
+                None if name is not None else params.get("id", ""),
+                name=name,
+                max_entries=MAX_PAIRS,
             )
-        except (InvalidObjectId, ValueError, TypeError) as exc:
+        except ObjectNotFound as exc:
+            return _json({"error": str(exc)}, 404)
+        except InvalidObjectId as exc:
             return _json({"error": str(exc)}, 400)
-        hex_id = object_id.hex
-        cls = runtime.classes[namespace]
-        act = runtime.host._live.get(hex_id)
-        known_name = name or (act.object_id.name if act is not None else None)
-        store = runtime.engine.open_object(namespace, hex_id, sql=False)
-        try:
-            rows = store.read_range(ListQuery(limit=MAX_PAIRS + 1))
-            alarm = store.read_alarm()
-        finally:
-            store.close()
-        pairs = [{"key": key, "value": _render(value), "bytes": len(value)} for key, value in rows]
         return _json(
             {
-                "namespace": namespace,
-                "id": hex_id,
-                "name": known_name,
-                "class": cls.__qualname__,
-                "sql": cls.sql_enabled,
-                "live": act is not None,
-                "alarm_ms": alarm,
-                "kv": pairs[:MAX_PAIRS],
-                "truncated": len(pairs) > MAX_PAIRS,
+                **view.to_json(),
+                "class": runtime.classes[namespace].__qualname__,
+                # Rendered for reading, in place of to_json's lossless values.
+                "entries": [
+                    {"key": key, "value": render_value(value, limit=MAX_VALUE_TEXT)}
+                    for key, value in view.entries
+                ],
             }
         )
 
@@ -321,15 +324,19 @@ def _json(body: Any, status: int = 200) -> starlette.responses.Response:
     return starlette.responses.JSONResponse(body, status, headers=SECURITY_HEADERS)
 
 
-def _render(value: bytes) -> str:
-    """A stored value as text: the ``repr`` of what it decodes to (the page escapes it)."""
+def _namespace(runtime: Runtime, given: str) -> str | None:
+    return given if given in runtime.classes else None
+
+
+def _named(runtime: Runtime, namespace: str, name: str) -> ObjectInfo | None:
     try:
-        text = repr(codec.decode(value))
-    except Exception as exc:
-        text = f"<undecodable: {exc}>"
-    if len(text) > MAX_VALUE_TEXT:
-        text = text[:MAX_VALUE_TEXT] + f"… ({len(text) - MAX_VALUE_TEXT} more characters)"
-    return text
+        return show_object(runtime, namespace, name=name, max_entries=0).info
+    except ObjectNotFound:
+        return None
+
+
+def _listed(info: ObjectInfo) -> dict[str, Any]:
+    return info.to_json()
 
 
 def _live_per_namespace(runtime: Runtime) -> dict[str, int]:
@@ -337,12 +344,3 @@ def _live_per_namespace(runtime: Runtime) -> dict[str, int]:
     for act in list(runtime.host._live.values()):
         counts[act.namespace] = counts.get(act.namespace, 0) + 1
     return counts
-
-
-def _live_names(runtime: Runtime, namespace: str) -> dict[str, str]:
-    # Only a live instance knows the name its ID came from (IDs are keyed hashes).
-    return {
-        act.object_id.hex: act.object_id.name
-        for act in list(runtime.host._live.values())
-        if act.namespace == namespace and act.object_id.name is not None
-    }

@@ -5,6 +5,11 @@ answers ``GET`` on that path itself, before the front code sees the request.
 It reports counts only (no IDs, names or data), but it still tells the world
 how busy the server is: expose it only where that is fine, or behind a proxy
 that keeps it internal.
+
+It stays for existing users; for monitoring, ``/metrics`` on the admin port
+(``roost serve --admin``, :mod:`roost.admin.metrics`) reads the same counters
+behind a token, off the app's port.  The admin page's overview includes this
+snapshot (:func:`statistics`).
 """
 
 from __future__ import annotations

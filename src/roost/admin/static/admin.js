@@ -174,7 +174,7 @@ async function search(after) {
       ? found.name + "  (" + found.id.slice(0, 12) + "…)" : found.id);
     button.type = "button";
     button.dataset.id = found.id;
-    button.addEventListener("click", () => show(page.namespace, found.id, found.name));
+    button.addEventListener("click", () => show(page.namespace, found.id));
     const item = element("li");
     item.append(button, element("span", found.live ? "  live" : ""));
     list.append(item);
@@ -183,23 +183,29 @@ async function search(after) {
   $("more").hidden = nextPage === null;
 }
 
-async function show(namespace, id, name) {
-  const params = new URLSearchParams({ namespace });
-  if (name) params.set("name", name);
-  else params.set("id", id);
-  const view = await api("/api/object?" + params);
+async function show(namespace, id) {
+  const view = await api("/api/object?" + new URLSearchParams({ namespace, id }));
   $("object").hidden = false;
   $("object-title").textContent = view.namespace + " " + (view.name !== null ? view.name : view.id);
-  const meta = [view.class, "ID " + view.id, view.live ? "live" : "not in memory"];
-  if (view.alarm_ms !== null) meta.push("alarm at " + new Date(view.alarm_ms).toISOString());
-  if (view.truncated) meta.push("first " + view.kv.length + " keys shown");
+  const meta = [view.class + (view.sql ? " (SQL)" : ""), "ID " + view.id,
+                view.live ? "live" : "not in memory", view.bytes + " bytes"];
+  if (view.created) meta.push("created " + view.created);
+  if (view.written) meta.push("written " + view.written);
+  if (view.alarm) meta.push("alarm at " + view.alarm + (view.alarm_retries ? " (" + view.alarm_retries + " failed)" : ""));
+  if (view.more_entries) meta.push("first " + view.entries.length + " keys shown");
   $("object-meta").textContent = meta.join(" · ");
-  $("object-kv").tBodies[0].replaceChildren(...view.kv.map((pair) => {
+  $("object-kv").tBodies[0].replaceChildren(...view.entries.map((pair) => {
     const row = element("tr");
-    row.append(element("td", pair.key), element("td", pair.value, "value"),
-               element("td", pair.bytes));
+    row.append(element("td", pair.key), element("td", pair.value, "value"));
     return row;
   }));
+  const tables = view.tables || [];
+  $("object-tables").tBodies[0].replaceChildren(...tables.map((table) => {
+    const row = element("tr");
+    row.append(element("td", table.name), element("td", table.rows));
+    return row;
+  }));
+  $("object-tables-note").textContent = view.sql ? (view.tables_note || "") : "a KV object: none";
 }
 
 function renderErrors(errors) {
