@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import signal
@@ -15,13 +16,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
 
-from roost import App, DurableObject, Env, Request, Response
+from roost import App, DurableObject, Env, ObjectOverloaded, Request, Response
 from roost.admin.web import AdminApp
 from roost.cli import main
 from roost.server import bind, running
 from tests.cli import test_cli as cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, quiesce, ws_url
 
 pytestmark = pytest.mark.integration  # real servers on 127.0.0.1
 
@@ -215,3 +217,66 @@ def test_a_bad_admin_address_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) 
     assert "ROOST_ADMIN='localhost:http' is not valid" in result.output
     rows = CliRunner().invoke(main, ["serve", app, "--admin", "9090", "--show-config"]).output
     assert re.search(r"^admin +127\.0\.0\.1:9090 +\[command line \(--admin\)\]$", rows, re.M)
+
+
+class Gate(DurableObject):
+    """Holds its callers until released: the second event finds the queue full."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def wait(self) -> str:
+        await self.release.wait()
+        return "released"
+
+    async def open(self) -> None:
+        self.release.set()
+
+    async def ping(self) -> int:
+        return 1
+
+    async def fetch(self, request: Request) -> Response:
+        if request.websocket is not None:
+            self.ctx.accept_websocket(request.websocket)
+            return Response(status_code=101)
+        return Response("gate")
+
+    async def websocket_message(self, ws: Any, message: str | bytes) -> None:
+        ws.send(f"echo {message}")
+
+
+async def gate_front(request: Request, env: Env) -> Response:
+    return await env.GATE.get_by_name("g").fetch(request)
+
+
+async def test_overloads_websocket_events_and_sampled_durations_are_counted(
+    tmp_path: Path,
+) -> None:
+    app = App({"GATE": Gate}, fetch=gate_front, data_dir=tmp_path / "data", max_queue=1)
+    async with served(app, event_metrics=True) as (url, admin), httpx.AsyncClient() as http:
+        gate = app.env.GATE.get_by_name("held")
+        waiting = asyncio.ensure_future(gate.wait())
+        await quiesce()  # the first call is in the object, holding its only queue place
+        with pytest.raises(ObjectOverloaded):
+            await gate.ping()
+        await app.env.GATE.get_by_name("other").open()
+        async with connect(ws_url(url, "/")) as ws:
+            for i in range(3):
+                await ws.send(f"m{i}")
+                assert await asyncio.wait_for(ws.recv(), 5) == f"echo m{i}"
+        for _ in range(30):
+            assert await app.env.GATE.get_by_name("other").ping() == 1
+        answer = await http.get(admin + "/metrics", headers=auth())
+        waiting.cancel()
+    after = parse(answer.text)
+    ns = (("namespace", "GATE"),)
+    assert after["roost_overloads_total", ns] == 1
+    assert after["roost_events_total", (("kind", "websocket"), *ns)] == 3
+    # The upgrade's fetch, and the refused ping counted as it arrived.
+    assert after["roost_events_total", (("kind", "fetch"), *ns)] == 1
+    assert after["roost_events_total", (("kind", "rpc"), *ns)] == 33
+    events = sum(v for (name, _), v in after.items() if name == "roost_events_total")
+    timed = sum(v for (name, _), v in after.items() if name == "roost_event_duration_seconds_count")
+    assert timed == events // 16  # one event in 16, by arrival order
+    depths = after["roost_event_queue_depth_count", ns]
+    assert depths == timed
