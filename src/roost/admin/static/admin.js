@@ -51,7 +51,7 @@ function showLogin(message) {
   status(message || "", Boolean(message));
 }
 
-async function open(given) {
+async function connectWith(given) {
   token = given;
   try {
     await refresh();
@@ -226,7 +226,7 @@ function renderErrors(errors) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    open($("token").value.trim());
+    connectWith($("token").value.trim());
   });
   $("logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
@@ -242,6 +242,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
   if (fromLink) history.replaceState(null, "", location.pathname);
   const saved = fromLink || sessionStorage.getItem(TOKEN_KEY);
-  if (saved) open(saved);
+  if (saved) connectWith(saved);
   else showLogin("");
 });
