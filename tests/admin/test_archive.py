@@ -323,3 +323,20 @@ def test_catalogue_names_travel_with_the_objects(tmp_path: Path) -> None:
     import_archive(tmp_path / "a.roost", tmp_path / "dst")
     found = asyncio.run(entry(tmp_path / "dst", object_id))
     assert found is not None and found.name == "pears" and not found.sql
+
+
+def test_a_live_sql_object_makes_the_copy_wait_then_fail_saying_why(tmp_path: Path) -> None:
+    fill(tmp_path / "src")
+
+    async def run() -> None:
+        async with roost.Runtime(CLASSES, data_dir=tmp_path / "src") as runtime:
+            await runtime.env.NOTES.get_by_name("notes").dump()  # live: its file is locked
+            with pytest.raises(StorageError, match="stayed live in the server"):
+                await asyncio.to_thread(
+                    export_archive, tmp_path / "src", tmp_path / "a.roost", wait=0.2
+                )
+
+    asyncio.run(run())
+    assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no archive, no partial file
+    export_archive(tmp_path / "src", tmp_path / "a.roost")  # evicted (closed): it copies
+    assert verify_archive(tmp_path / "a.roost").sql_objects == 1

@@ -528,6 +528,7 @@ def _events(path: Path, progress: Progress, secret: bytes | None = None) -> Iter
                     f"{path} is damaged: its contents do not match the manifest's SHA-256"
                 )
             end = payload
+            progress.advance(len(raw))  # the frames' generator is not resumed after this
             extra = _file_size(path) - (offset + len(raw))
             if extra:
                 raise ArchiveError(

@@ -100,6 +100,10 @@ class LineProgress:
         return None
 
 
+#: Units of work between two redraws of the rich bar.
+_RICH_STEP = 500
+
+
 class RichProgress:
     """Progress as a rich bar with the rate and the time left (on a terminal)."""
 
@@ -128,21 +132,31 @@ class RichProgress:
         self._unit = ""
         self._began = 0.0
         self._done = 0
+        self._pending = 0
 
     def start(self, what: str, total: int | None, unit: str) -> None:
         self.finish()
+        self._pending = 0
         self._unit, self._began, self._done = unit, time.monotonic(), 0
         self._bar.start()
         self._task = self._bar.add_task(what, total=total, rate="")
 
     def advance(self, count: int) -> None:
         self._done += count
+        self._pending += count
+        # Updating the bar per object cost a third of an export's time: batch it.
+        if self._pending >= _RICH_STEP:
+            self._update()
+
+    def _update(self) -> None:
         elapsed = time.monotonic() - self._began
         rate = f"{self._done / elapsed:,.0f} {self._unit}/s" if elapsed > 0 else ""
-        self._bar.update(self._task, advance=count, rate=rate)
+        self._bar.update(self._task, advance=self._pending, rate=rate)
+        self._pending = 0
 
     def finish(self) -> None:
         if self._task is not None:
+            self._update()
             self._bar.stop()
             self._task = None
 

@@ -1277,6 +1277,10 @@ class SqliteSnapshot(StorageSnapshot):
             source.execute("SELECT count(*) FROM sqlite_master").fetchone()
             copy = _sqlite3.connect(target, isolation_level=None)
             try:
+                # A new file that the caller syncs (or discards) as a whole: no
+                # journal and no fsync of its own (they cost 4 ms per object).
+                copy.execute("PRAGMA journal_mode=OFF")
+                copy.execute("PRAGMA synchronous=OFF")
                 source.backup(copy)
                 row = copy.execute("SELECT alarm_ms FROM _roost_alarm WHERE id = 0").fetchone()
             finally:
