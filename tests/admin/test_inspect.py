@@ -151,6 +151,13 @@ async def test_delete_all_takes_the_object_out_of_the_listing(engine: StorageEng
     assert {o.object_id for o in list_objects(engine, "BOX").objects} == {gone, kept}
 
 
+async def test_deletes_alone_enter_no_object(engine: StorageEngine) -> None:
+    done = CommitFuture(loop=asyncio.get_running_loop())
+    engine.open_object("BOX", oid()).commit(WriteBatch(writes={"never": None}), done)
+    await done
+    assert list_objects(engine, "BOX").objects == []
+
+
 async def test_a_name_that_is_not_utf8_is_left_unrecorded(engine: StorageEngine) -> None:
     object_id = oid()
     await write(engine, "BOX", object_id, {"k": 1}, name="bad\ud800")

@@ -128,8 +128,10 @@ class _MemoryObjectStore(ObjectStore):
             and (batch.alarm_ms is None if batch.alarm_changed else self._key not in engine.alarms)
         ):
             engine.forget_entry(self._key)  # as the SQLite engine: emptied by delete_all
-        else:
-            engine.record(self._key, self.name, sql=False)
+        elif (batch.alarm_changed and batch.alarm_ms is not None) or any(
+            value is not None for value in batch.writes.values()
+        ):
+            engine.record(self._key, self.name, sql=False)  # only batches that put something
         if batch.alarm_changed:
             engine = self._engine
             if batch.alarm_ms is None:

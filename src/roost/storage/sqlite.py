@@ -286,6 +286,15 @@ class _SqliteSqlStore(SqlObjectStore):
         self.recorded_ms = 0
 
 
+def _stores(batch: WriteBatch) -> bool:
+    """Whether ``batch`` puts something (a value or an alarm): only such a batch
+    makes or touches a catalogue entry, so deletes on an object that holds
+    nothing do not enter it."""
+    if batch.alarm_changed and batch.alarm_ms is not None:
+        return True
+    return any(value is not None for value in batch.writes.values())
+
+
 def _apply_all(
     conn: apsw.Connection,
     batches: list[tuple[_SqliteObjectStore, WriteBatch]],
@@ -353,7 +362,7 @@ def _apply_all(
             final[(ns, obj, key)] = value
         if batch.alarm_changed:
             alarms[(ns, obj)] = batch.alarm_ms
-        if now_ms - store.recorded_ms >= WRITTEN_RESOLUTION_MS:
+        if now_ms - store.recorded_ms >= WRITTEN_RESOLUTION_MS and _stores(batch):
             entries[(ns, obj)] = (ns, obj, store.name, now_ms, now_ms, 0)
             recorded.append(store)
     flush()
