@@ -231,8 +231,19 @@ def test_import_refuses_an_archive_of_another_app(tmp_path: Path) -> None:
     fill(tmp_path / "src")
     export_archive(tmp_path / "src", tmp_path / "a.roost")
     with pytest.raises(StorageError, match="'NOTES', which the app does not bind"):
-        import_archive(tmp_path / "a.roost", tmp_path / "dst", bindings={"BOX"})
-    assert not (tmp_path / "dst").exists()
+        import_archive(tmp_path / "a.roost", tmp_path / "dst", bindings={"BOX": False})
+    with pytest.raises(StorageError, match="SQL objects of 'NOTES', whose class in the app is not"):
+        import_archive(
+            tmp_path / "a.roost", tmp_path / "dst", bindings={"BOX": False, "NOTES": False}
+        )
+    with pytest.raises(
+        StorageError, match="KV-only objects of 'BOX', whose class in the app is de"
+    ):
+        import_archive(
+            tmp_path / "a.roost", tmp_path / "dst", bindings={"BOX": True, "NOTES": True}
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.roost", "src"]
+    import_archive(tmp_path / "a.roost", tmp_path / "dst", bindings={"BOX": False, "NOTES": True})
 
 
 def many(data_dir: Path, count: int) -> None:
@@ -337,6 +348,6 @@ def test_a_live_sql_object_makes_the_copy_wait_then_fail_saying_why(tmp_path: Pa
                 )
 
     asyncio.run(run())
-    assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no archive, no partial file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no archive, no partial file
     export_archive(tmp_path / "src", tmp_path / "a.roost")  # evicted (closed): it copies
     assert verify_archive(tmp_path / "a.roost").sql_objects == 1

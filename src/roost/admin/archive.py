@@ -38,7 +38,7 @@ import shutil
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final, Protocol
@@ -146,6 +146,9 @@ class ArchiveInfo:
     sql_objects: int
     entries: int
     size: int
+    #: Namespaces holding KV-only objects, and those holding SQL objects.
+    kv_namespaces: list[str]
+    sql_namespaces: list[str]
 
 
 # -- writing -------------------------------------------------------------------------
@@ -572,6 +575,7 @@ def verify_archive(
     progress = progress or _Quiet()
     header: dict[str, Any] = {}
     end: dict[str, Any] = {}
+    kinds: dict[bool, set[str]] = {False: set(), True: set()}
     progress.start("checking", _file_size(path), "bytes")
     try:
         for event in _events(path, progress, id_secret):
@@ -579,6 +583,8 @@ def verify_archive(
                 header = event[1]
             elif event[0] == "end":
                 end = event[1]
+            elif event[0] in ("kv", "sql"):
+                kinds[event[1].sql].add(event[1].namespace)
     finally:
         progress.finish()
     names = header.get("namespaces")
@@ -592,6 +598,8 @@ def verify_archive(
         sql_objects=int(end["sql_objects"]),
         entries=int(end["entries"]),
         size=_file_size(path),
+        kv_namespaces=sorted(kinds[False]),
+        sql_namespaces=sorted(kinds[True]),
     )
 
 
@@ -621,12 +629,13 @@ def import_archive(
     *,
     id_secret: bytes | None = None,
     progress: Progress | None = None,
-    bindings: set[str] | None = None,
+    bindings: Mapping[str, bool] | None = None,
 ) -> Summary:
     """Import the archive into the new data directory ``data_dir``.
 
-    ``bindings``: the namespaces the app binds; an archive holding any other
-    is refused (it is another app's).
+    ``bindings``: the namespaces the app binds, each with whether its class is a
+    SQL class; an archive holding any other namespace, or SQL objects where the
+    class is not a SQL class (or the reverse), is refused: it is another app's.
 
     ``data_dir`` must not exist, or be an empty directory; it takes the
     archive's ID secret (see ``docs/backup.md``).  The archive is checked whole
@@ -648,12 +657,8 @@ def import_archive(
         info = verify_archive(
             archive, id_secret=_target_secret(scheme, id_secret), progress=progress
         )
-        foreign = sorted(set(info.namespaces) - bindings) if bindings is not None else []
-        if foreign:
-            raise StorageError(
-                f"{archive} holds objects of {', '.join(map(repr, foreign))}, which the app "
-                "does not bind: is it another app's archive?"
-            )
+        if bindings is not None:
+            _check_bindings(archive, info, bindings)
         incoming = staging / ".incoming.sqlite3"
         total = asyncio.run(_write(engine, archive, id_secret, scheme, incoming, progress))
         _sync_tree(staging)
@@ -667,6 +672,24 @@ def import_archive(
         raise
     kv_objects, sql_objects, entries = total
     return Summary(kv_objects, sql_objects, entries, _file_size(archive), time.monotonic() - began)
+
+
+def _check_bindings(archive: Path, info: ArchiveInfo, bindings: Mapping[str, bool]) -> None:
+    foreign = sorted(set(info.namespaces) - set(bindings))
+    if foreign:
+        raise StorageError(
+            f"{archive} holds objects of {', '.join(map(repr, foreign))}, which the app "
+            "does not bind: is it another app's archive?"
+        )
+    for sql, namespaces in ((True, info.sql_namespaces), (False, info.kv_namespaces)):
+        wrong = [ns for ns in namespaces if bindings[ns] != sql]
+        if wrong:
+            held, declared = ("SQL", "not") if sql else ("KV-only", "")
+            raise StorageError(
+                f"{archive} holds {held} objects of {', '.join(map(repr, wrong))}, whose "
+                f"class in the app is {declared} declared with sql=True: they would not be "
+                "found. Is it another app's archive?".replace("  ", " ")
+            )
 
 
 def _check_target(target: Path) -> None:

@@ -237,7 +237,7 @@ def import_(app: str, archive: Path, data: Path | None) -> None:
             data_dir,
             id_secret=_given_secret(),
             progress=_progress(),
-            bindings=set(_bindings(loaded)),
+            bindings={ns: bool(cls.sql_enabled) for ns, cls in _bindings(loaded).items()},
         )
     except (ArchiveError, StorageError, OSError) as exc:
         raise _fail("import", exc) from None
