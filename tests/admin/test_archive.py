@@ -351,3 +351,24 @@ def test_a_live_sql_object_makes_the_copy_wait_then_fail_saying_why(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no archive, no partial file
     export_archive(tmp_path / "src", tmp_path / "a.roost")  # evicted (closed): it copies
     assert verify_archive(tmp_path / "a.roost").sql_objects == 1
+
+
+def test_many_sql_objects_round_trip_in_groups(tmp_path: Path) -> None:
+    count = 130  # more than one group of SQL imports (SQL_IMPORT_GROUP)
+
+    async def write() -> None:
+        async with roost.Runtime(CLASSES, data_dir=tmp_path / "src") as runtime:
+            await asyncio.gather(
+                *(runtime.env.NOTES.get_by_name(f"n{i}").fill(i % 3 + 1) for i in range(count))
+            )
+
+    async def read(data_dir: Path) -> list[Any]:
+        async with roost.Runtime(CLASSES, data_dir=data_dir) as runtime:
+            return [await runtime.env.NOTES.get_by_name(f"n{i}").dump() for i in range(count)]
+
+    asyncio.run(write())
+    assert export_archive(tmp_path / "src", tmp_path / "a.roost").sql_objects == count
+    assert import_archive(tmp_path / "a.roost", tmp_path / "dst").sql_objects == count
+    found = asyncio.run(read(tmp_path / "dst"))
+    assert [len(rows) for rows, _, _ in found] == [i % 3 + 1 for i in range(count)]
+    assert found == asyncio.run(read(tmp_path / "src"))

@@ -75,6 +75,8 @@ KV_FRAME_BYTES: Final = 4 * 1024 * 1024
 DATA_FRAME_BYTES: Final = 1024 * 1024
 #: KV objects written per group of batches on import.
 IMPORT_GROUP: Final = 1000
+#: SQL objects' databases handed to the engine together on import.
+SQL_IMPORT_GROUP: Final = 100
 _HEX_ID: Final = re.compile(r"[0-9a-f]{64}")
 _FRAME_HEAD: Final = struct.Struct(">I")
 
@@ -727,6 +729,7 @@ async def _write(
         info_objects = None
         group: list[ExportedObject] = []
         sink: IO[bytes] | None = None
+        databases: list[tuple[ExportedObject, Path]] = []
         for event in _events(archive, _Quiet(), secret):
             kind = event[0]
             if kind == "header":
@@ -742,27 +745,44 @@ async def _write(
                     progress.advance(len(group))
                     group = []
             elif kind == "sql":
-                sink = incoming.open("wb")
+                sink = incoming.with_name(f"{incoming.name}.{len(databases)}").open("wb")
             elif kind == "data":
                 assert sink is not None
                 sink.write(event[1])
             elif kind == "sql-end":
                 assert sink is not None
                 sink.close()
+                databases.append((event[1], Path(sink.name)))
                 sink = None
-                obj = event[1]
-                await engine.import_database(
-                    obj.namespace, obj.object_id, incoming, obj.alarm_ms, obj.name
-                )
                 sql_objects += 1
-                progress.advance(1)
+                if len(databases) >= SQL_IMPORT_GROUP:
+                    await _import_databases(engine, databases)
+                    progress.advance(len(databases))
+                    databases = []
         if group:
             await engine.import_objects(group)
             progress.advance(len(group))
+        if databases:
+            await _import_databases(engine, databases)
+            progress.advance(len(databases))
     finally:
         progress.finish()
         await engine.close()
     return kv_objects, sql_objects, entries
+
+
+async def _import_databases(
+    engine: StorageEngine, databases: list[tuple[ExportedObject, Path]]
+) -> None:
+    """Hand SQL objects' databases to the engine together: their catalogue and
+    alarm index entries then share group commits (one each per object cost
+    2.5 ms, most of it waiting for the shared database's fsync)."""
+    await asyncio.gather(
+        *(
+            engine.import_database(obj.namespace, obj.object_id, path, obj.alarm_ms, obj.name)
+            for obj, path in databases
+        )
+    )
 
 
 def _sync_tree(root: Path) -> None:
