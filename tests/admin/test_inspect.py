@@ -356,3 +356,27 @@ def test_values_render_readably_and_to_json_without_loss() -> None:
     }
     assert value_to_json({"a": [float("nan")]}) == {"a": [{"$float": "nan"}]}
     assert render_value("x" * 300).endswith("…")
+
+
+class _Named(roost.DurableObject):
+    async def put(self) -> None:
+        await self.ctx.storage.put("k", 1)
+
+
+@pytest.mark.parametrize("sql", [False, True])
+async def test_names_of_objects_written_through_a_runtime_are_listed(
+    tmp_path: Path, sql: bool
+) -> None:
+    cls = type("NamedSql", (_Named,), {}, sql=True) if sql else _Named
+    async with roost.Runtime({"N": cls}, data_dir=tmp_path) as rt:
+        for name in ("apple", "apricot", "banana"):
+            await rt.env.N.get_by_name(name).put()
+        await rt.env.N.get(rt.env.N.new_unique_id()).put()
+    async with roost.Runtime({"N": cls}, data_dir=tmp_path) as rt:
+        page = list_objects(rt, "N", prefix="ap")
+        assert [o.name for o in page.objects] == ["apple", "apricot"]
+        assert {o.object_id for o in page.objects} == {
+            rt.env.N.id_from_name("apple").hex,
+            rt.env.N.id_from_name("apricot").hex,
+        }
+        assert len(list_objects(rt, "N").objects) == 4

@@ -93,7 +93,9 @@ class Activation:
         self.key = (namespace, object_id.hex)
         self.gate = InputGate(loop)
         self.storage = Storage(
-            host.engine.open_object(namespace, object_id.hex, sql=cls.sql_enabled),
+            host.engine.open_object(
+                namespace, object_id.hex, sql=cls.sql_enabled, name=object_id.name
+            ),
             limits=host.limits,
             loop=loop,
             on_failure=self._storage_failed,
