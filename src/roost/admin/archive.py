@@ -205,7 +205,7 @@ def export_archive(
     partial = output.with_name(f".{output.name}.{os.getpid()}.part")
     kv_objects = sql_objects = entries = 0
     try:
-        with _snapshot(source, data_dir, wait) as snapshot, _create(partial) as out:
+        with _snapshot(source, wait) as snapshot, _create(partial) as out:
             scheme = snapshot.id_scheme(id_secret)
             chosen = snapshot.namespaces() if namespaces is None else sorted(set(namespaces))
             total = sum(snapshot.count_objects(ns) for ns in chosen)
@@ -262,7 +262,8 @@ def export_archive(
     return Summary(kv_objects, sql_objects, entries, writer.size, time.monotonic() - began)
 
 
-def _snapshot(engine: StorageEngine, data_dir: str | Path, wait: float) -> StorageSnapshot:
+def _snapshot(engine: StorageEngine, wait: float) -> StorageSnapshot:
+    """The engine's snapshot, its wait for live SQL objects set where it has one."""
     snapshot = engine.snapshot()
     if isinstance(snapshot, SqliteSnapshot):
         snapshot.wait = wait
