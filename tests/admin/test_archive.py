@@ -372,3 +372,20 @@ def test_many_sql_objects_round_trip_in_groups(tmp_path: Path) -> None:
     found = asyncio.run(read(tmp_path / "dst"))
     assert [len(rows) for rows, _, _ in found] == [i % 3 + 1 for i in range(count)]
     assert found == asyncio.run(read(tmp_path / "src"))
+
+
+def test_names_of_objects_written_through_a_runtime_survive(tmp_path: Path) -> None:
+    fill(tmp_path / "src")
+    export_archive(tmp_path / "src", tmp_path / "a.roost")
+    import_archive(tmp_path / "a.roost", tmp_path / "dst")
+
+    async def names() -> list[Any]:
+        async with roost.Runtime(CLASSES, data_dir=tmp_path / "dst") as runtime:
+            engine = runtime.host.engine
+            found = []
+            for ns, name in (("BOX", "box0"), ("BOX", "box2"), ("NOTES", "notes")):
+                entry = engine.catalogue_entry(ns, runtime.env[ns].id_from_name(name).hex)
+                found.append(None if entry is None else (entry.name, entry.sql))
+            return found
+
+    assert asyncio.run(names()) == [("box0", False), ("box2", False), ("notes", True)]
