@@ -17,7 +17,7 @@ def test_no_private_module_leaks() -> None:
     # "@..." names come from pytest rewriting the package of its roost.testing plugin.
     public = {n for n in dir(roost) if not n.startswith(("_", "@"))}
     modules = {
-        "cli", "codec", "errors", "http", "ids", "object", "runtime", "server", "storage",
+        "admin", "cli", "codec", "errors", "http", "ids", "object", "runtime", "server", "storage",
         "testing",
     }  # fmt: skip
     assert public - modules - {"annotations"} <= set(roost.__all__)
