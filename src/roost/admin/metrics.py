@@ -9,11 +9,10 @@ Two kinds of figures:
 * **observed per event**, because nothing counts them today: events by
   namespace and kind, overloads, queue depth, event duration, and per group
   commit, the commit and ``fsync`` latencies and the batch sizes.
-  :class:`EventMetrics` installs itself on the runtime's ``ObjectHost`` and
-  storage engine by replacing a few of their methods *on the instance*
-  (``dispatch``, the engine's group commit and its WAL syncer's ``fsync``), so
-  the runtime's code is unchanged and a runtime without ``/metrics`` pays
-  nothing.  Counting costs a dictionary update per event; the event duration
+  :class:`EventMetrics` is the storage engine's ``commit_observer`` (told
+  each group commit's and each ``fsync``'s cost), and wraps the host's
+  ``dispatch`` on the instance for the per-event figures, so a runtime
+  without ``/metrics`` pays nothing.  Counting costs a dictionary update per event; the event duration
   is timed on one event in :data:`DEFAULT_SAMPLE_EVERY` (measured in
   ``docs/monitoring.md``: timing every event cost about a tenth of an
   in-process RPC).
@@ -143,7 +142,7 @@ class EventMetrics:
 
     :meth:`install` wraps the host's ``dispatch`` (every event of every kind
     passes through it: RPC calls, fetches, alarms, hibernatable WebSocket
-    messages) and, for the SQLite engine, its group commit and ``fsync``.
+    messages) and becomes its engine's ``commit_observer``.
     """
 
     def __init__(self, *, sample_every: int = DEFAULT_SAMPLE_EVERY) -> None:
@@ -180,21 +179,8 @@ class EventMetrics:
         self.observing_events = events
         if events:
             self._wrap_dispatch(host)
-        engine: Any = host.engine  # the SQLite engine's private parts, when it has them
-        if callable(getattr(engine, "_commit_group", None)):
-            self._wrap_commits(engine)
-        if getattr(engine, "_syncer", None) is not None:
-            self._wrap_syncer(engine._syncer)
-        elif hasattr(engine, "_syncer"):
-            # Not started yet: the syncer is made by start().
-            start = engine.start
-
-            def started(loop: Any) -> None:
-                start(loop)
-                if getattr(engine, "_syncer", None) is not None:
-                    self._wrap_syncer(engine._syncer)
-
-            engine.start = started
+        # The engine reports each group commit and fsync (engines that measure them).
+        host.engine.commit_observer = self
 
     def _wrap_dispatch(self, host: ObjectHost) -> None:
         original: Any = host.dispatch  # called with and without finish
@@ -249,36 +235,19 @@ class EventMetrics:
                 histogram = self.durations[namespace, kind] = Histogram(DURATION_BUCKETS)
             histogram.observe(time.perf_counter() - start)
 
-    def _wrap_commits(self, engine: Any) -> None:
-        commit_group = engine._commit_group
-        seconds, batches, writes = self.commit_seconds, self.commit_batches, self.batch_writes
+    # -- the engine's CommitObserver ------------------------------------------------
 
-        def timed_commit_group(conn: Any, group: list[Any]) -> Any:
-            start = time.perf_counter()
-            outcomes = commit_group(conn, group)
-            seconds.observe(time.perf_counter() - start)
-            count = 0
-            for store, work, _ in group:
-                if store is not None:  # None: an operation of the engine's own
-                    count += 1
-                    writes.observe(len(work.writes))
-            batches.observe(count)
-            return outcomes
+    def committed(self, seconds: float, writes_per_batch: list[int]) -> None:
+        """One group commit: its seconds and each object batch's writes."""
+        self.commit_seconds.observe(seconds)
+        self.commit_batches.observe(len(writes_per_batch))
+        observe = self.batch_writes.observe
+        for writes in writes_per_batch:
+            observe(writes)
 
-        engine._commit_group = timed_commit_group
-
-    def _wrap_syncer(self, syncer: Any) -> None:
-        sync = syncer._sync
-        seconds = self.fsync_seconds
-
-        # Runs in the syncer's thread; only that thread observes this histogram.
-        def timed_sync() -> Any:
-            start = time.perf_counter()
-            error = sync()
-            seconds.observe(time.perf_counter() - start)
-            return error
-
-        syncer._sync = timed_sync
+    def synced(self, seconds: float) -> None:
+        """One fsync (in the engine's sync thread; only it observes this histogram)."""
+        self.fsync_seconds.observe(seconds)
 
     # -- exposing ------------------------------------------------------------------
 

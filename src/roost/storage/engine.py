@@ -40,7 +40,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from ..errors import CommitFailed
 from . import idsecret
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlarmEntry",
     "CommitFuture",
+    "CommitObserver",
     "CommitQueue",
     "Durability",
     "ListQuery",
@@ -423,6 +424,20 @@ class StorageSnapshot(ABC):
         self.close()
 
 
+class CommitObserver(Protocol):
+    """Told what each group commit cost (``roost.admin.metrics`` is one).
+
+    ``committed`` runs on the event loop after a group commit, with its
+    seconds and the number of writes of each object batch in it; ``synced``
+    runs in the engine's sync thread with the seconds of one ``fsync``.  Both
+    must be quick: they are on the commit path.
+    """
+
+    def committed(self, seconds: float, writes_per_batch: list[int]) -> None: ...
+
+    def synced(self, seconds: float) -> None: ...
+
+
 class StorageEngine(ABC):
     """A place where many objects keep their state."""
 
@@ -445,6 +460,8 @@ class StorageEngine(ABC):
         #: Called on the event loop with the due time (epoch ms) of every alarm a
         #: committed batch set; the scheduler uses it to wake up early.
         self.alarm_listener: Callable[[int], None] | None = None
+        #: Told the cost of each group commit and fsync (engines that measure them).
+        self.commit_observer: CommitObserver | None = None
 
     def id_secret(self, given: bytes | None) -> bytes:
         """The secret that keys object IDs of this storage (``roost.ids``).

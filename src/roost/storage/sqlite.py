@@ -48,7 +48,9 @@ import asyncio
 import contextlib
 import fcntl
 import itertools
+import json as _json
 import os
+import sqlite3 as _sqlite3
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -73,9 +75,12 @@ from .engine import (
     CommitFuture,
     CommitQueue,
     Durability,
+    ExportedObject,
+    IdScheme,
     ListQuery,
     ObjectStore,
     StorageEngine,
+    StorageSnapshot,
     WriteBatch,
     broken_error,
     check_durability,
@@ -514,6 +519,7 @@ class SqliteEngine(StorageEngine):
                 fsync=self.durability == "full",
                 hold_commits=self._hold_commits,
                 checkpoint_interval=self.checkpoint_interval,
+                on_synced=self._synced,
             )
         except (OSError, apsw.Error, StorageError) as exc:
             if self._lock_fd is not None:
@@ -960,6 +966,12 @@ class SqliteEngine(StorageEngine):
             raise RuntimeClosed("storage engine is not running")
         self._syncer.sync_hook = hook
 
+    def _synced(self, seconds: float) -> None:
+        # In the syncer's thread.
+        observer = self.commit_observer
+        if observer is not None:
+            observer.synced(seconds)
+
     def _hold_commits(self, hold: bool) -> None:
         """Hold commits back (they queue) or let them go; called on the loop."""
         self._held = hold
@@ -976,7 +988,16 @@ class SqliteEngine(StorageEngine):
         group = self._queue.take()
         if not group or self._writer is None:
             return
-        outcomes = self._commit_group(self._writer, group)
+        observer = self.commit_observer
+        if observer is None:
+            outcomes = self._commit_group(self._writer, group)
+        else:
+            start = time.perf_counter()
+            outcomes = self._commit_group(self._writer, group)
+            seconds = time.perf_counter() - start
+            observer.committed(
+                seconds, [len(w.writes) for _, w, _ in group if isinstance(w, WriteBatch)]
+            )
         assert self._syncer is not None
         self._syncer.release_after_sync(outcomes)
 
@@ -1119,11 +1140,6 @@ def _catalogue_entry(row: tuple[Any, ...]) -> CatalogueEntry:
 # == Export and import (roost.admin.archive) ====================================
 # The SQLite engine's side of the export seam (engine.StorageSnapshot) and of
 # the import methods, kept apart from the engine's commit path.
-
-import json as _json  # noqa: E402
-import sqlite3 as _sqlite3  # noqa: E402
-
-from .engine import ExportedObject, IdScheme, StorageSnapshot  # noqa: E402
 
 #: Seconds a copy waits for a SQL object that a running server holds: a live
 #: object keeps its file locked (exclusive locking mode) until it is evicted.

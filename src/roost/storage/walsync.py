@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -75,8 +76,11 @@ class WalSyncer:
         fsync: bool,
         hold_commits: Callable[[bool], None],
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        on_synced: Callable[[float], None] | None = None,
     ) -> None:
         self._loop = loop
+        #: Called in the thread with the seconds each ``fsync`` took (for metrics).
+        self._on_synced = on_synced
         self._fsync = fsync
         self._wal = f"{path}-wal"
         self._wal_fd = os.open(self._wal, os.O_RDONLY | os.O_CREAT, 0o644)
@@ -127,7 +131,10 @@ class WalSyncer:
     def _release(self, taken: list[list[Outcome]]) -> None:
         error = self._failure
         if error is None:
+            start = time.perf_counter()
             error = self._sync()
+            if self._on_synced is not None:
+                self._on_synced(time.perf_counter() - start)
         outcomes = [o for group in taken for o in group]
         if error is not None:
             outcomes = [(future, None, err or error) for future, _, err in outcomes]
