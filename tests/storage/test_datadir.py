@@ -90,3 +90,37 @@ async def test_a_damaged_marker_is_refused(tmp_path: Path) -> None:
     (tmp_path / MARKER).write_text('{"roost_data_dir": 99}')
     with pytest.raises(StorageError, match="format 99"):
         await roost.Runtime({"C": Counter}, data_dir=tmp_path).start()
+
+
+class Notes(roost.DurableObject, sql=True):
+    async def add(self, text: str) -> int:
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
+        sql.exec("INSERT INTO notes VALUES (?)", text)
+        return int(sql.exec("SELECT count(*) AS n FROM notes").one()["n"])
+
+    async def count(self) -> int:
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
+        return int(sql.exec("SELECT count(*) AS n FROM notes").one()["n"])
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty"])
+async def test_a_lost_sql_object_file_is_refused_not_read_as_empty(
+    tmp_path: Path, damage: str
+) -> None:
+    async with roost.Runtime({"NOTES": Notes}, data_dir=tmp_path) as rt:
+        assert await rt.env.NOTES.get_by_name("kept").add("a") == 1
+        assert await rt.env.NOTES.get_by_name("lost").add("b") == 1
+        lost = rt.engine.files.path("NOTES", rt.env.NOTES.id_from_name("lost").hex)  # type: ignore[attr-defined]
+    assert lost.stat().st_size > 0
+    if damage == "missing":
+        lost.unlink()
+    else:
+        lost.write_bytes(b"")
+    async with roost.Runtime({"NOTES": Notes}, data_dir=tmp_path) as rt:
+        with pytest.raises(StorageError, match="its data was lost"):
+            await rt.env.NOTES.get_by_name("lost").add("c")
+        # The others are served, and an object that never wrote still starts empty.
+        assert await rt.env.NOTES.get_by_name("kept").add("d") == 2
+        assert await rt.env.NOTES.get_by_name("new").count() == 0

@@ -811,6 +811,24 @@ class SqliteEngine(StorageEngine):
                 "a SQL object's database is read only with the data directory's lock "
                 "(a running server holds its live objects' files)"
             )
+        path = self.files.path(namespace, object_id)
+        try:
+            size: int | None = path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if not size:
+            # SQLite would read a lost or truncated file as an empty database
+            # (and create a missing one): refuse when the catalogue says the
+            # object has written, so nothing begins again from empty.
+            entry = self.catalogue_entry(namespace, object_id)
+            if entry is not None and entry.sql:
+                state = "is missing" if size is None else "is empty (0 bytes)"
+                raise StorageError(
+                    f"the database of SQL object {namespace} {object_id[:12]}…, {path}, "
+                    f"{state}, but the data directory records that the object wrote to it: "
+                    "its data was lost. Restore the data directory from a backup, or "
+                    "delete the object on purpose (roost objects APP delete)"
+                )
         return self.files.open(namespace, object_id, create=create)
 
     def release_database(self, namespace: str, object_id: str, db: ObjectDatabase) -> None:
