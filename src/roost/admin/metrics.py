@@ -12,8 +12,8 @@ Two kinds of figures:
   :class:`EventMetrics` is the storage engine's ``commit_observer`` (told
   each group commit's and each ``fsync``'s cost), and wraps the host's
   ``dispatch`` on the instance for the per-event figures, so a runtime
-  without ``/metrics`` pays nothing.  Counting costs a dictionary update per event; the event duration
-  is timed on one event in :data:`DEFAULT_SAMPLE_EVERY` (measured in
+  without ``/metrics`` pays nothing.  Counting costs a dictionary update per
+  event; the event duration is timed on one event in :data:`DEFAULT_SAMPLE_EVERY` (measured in
   ``docs/monitoring.md``: timing every event cost about a tenth of an
   in-process RPC).
 
