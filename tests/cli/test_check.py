@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import roost
 from roost.cli import main
 from roost.storage.sqlite import lock_data_dir
+
+# Real servers or processes: an integration test.
+pytestmark = pytest.mark.integration
 
 
 class Bag(roost.DurableObject):

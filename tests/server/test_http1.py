@@ -14,6 +14,9 @@ from roost import App
 from roost.server import running
 from roost.server._http1 import HttpProtocol
 
+# Real servers or processes: an integration test.
+pytestmark = pytest.mark.integration
+
 Scope = dict[str, Any]
 
 

@@ -15,6 +15,9 @@ from roost.server import running
 from roost.server.protocol import encode_frame
 from tests.conftest import Serve, ws_url
 
+# Real servers or processes: an integration test.
+pytestmark = pytest.mark.integration
+
 closes: list[int] = []
 
 

@@ -7,6 +7,9 @@ import textwrap
 
 import pytest
 
+# Real servers or processes: an integration test.
+pytestmark = pytest.mark.integration
+
 pytest_plugins = ["pytester"]
 
 CONFTEST = """
