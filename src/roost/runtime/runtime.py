@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +14,6 @@ from ..errors import (
     RuntimeClosed,
     UnknownNamespace,
 )
-from ..http import RequestMessage, ResponseMessage
 from ..ids import ObjectId
 from ..object import DurableObject
 from ..storage import idsecret
@@ -23,7 +22,6 @@ from ..storage.kv import StorageLimits
 from ..storage.memory import MemoryEngine
 from ..storage.sqlite import SqliteEngine
 from ..storage.sqllimits import SqlLimits
-from .activation import Activation
 from .alarms import AlarmScheduler
 from .clock import Clock, SystemClock
 from .deadlines import CallDeadlines
@@ -317,26 +315,6 @@ class Runtime:
     def evict_idle(self) -> int:
         """Evict every object idle for ``idle_timeout`` or more; return how many."""
         return self.host.evict_idle()
-
-    def forget(self, act: Activation) -> None:
-        self.host.forget(act)
-
-    def invoke(
-        self,
-        namespace: str,
-        object_id: ObjectId,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Awaitable[Any]:
-        """An RPC call (arguments already copied by value); await the result."""
-        return self.host.invoke(namespace, object_id, method, args, kwargs)
-
-    def deliver_fetch(
-        self, namespace: str, object_id: ObjectId, request: RequestMessage
-    ) -> Awaitable[ResponseMessage]:
-        """An HTTP request for the object's ``fetch`` handler."""
-        return self.host.deliver_fetch(namespace, object_id, request)
 
 
 #: The router of a runtime given none (tests run the suite through another).
